@@ -1,0 +1,120 @@
+"""Boundary validation shared by the public functions.
+
+Every error follows one template: "`{argument}` must be {expectation}. Received: {argument}={value}."
+Checks on tensor *values* (NaN, range) run only eagerly: inside a traced step the values are unknown, and
+the public functions are validated before tracing.
+"""
+import difflib
+
+import numpy as np
+import tensorflow as tf
+
+FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+
+
+def did_you_mean(kind, name, options):
+    """Raises ValueError for an unknown `name` among `options`, with a close match if there is one."""
+    options = sorted(options)
+    close = difflib.get_close_matches(str(name), options, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"Unknown {kind} {name!r}.{hint} Available: {', '.join(options)}.")
+
+
+def lookup(kind, name, table):
+    """`table[name]`, or a did-you-mean ValueError naming `kind`."""
+    if not isinstance(name, str) or name not in table:
+        did_you_mean(kind, name, table)
+    return table[name]
+
+
+def _is_eager(x):
+    return tf.executing_eagerly() and not isinstance(x, tf.Variable) and hasattr(x, "numpy")
+
+
+def check_images(images, name="images", *, check_range=False, allow_nan=False):
+    """Returns `images` as a float tensor of rank 4 (N, H, W, C), or raises ValueError."""
+    if isinstance(images, (tf.data.Dataset,)):
+        raise ValueError(f"`{name}` must be a tensor of shape (N, H, W, C). Received: a tf.data.Dataset.")
+    if not tf.is_tensor(images):
+        arr = np.asarray(images)
+        if arr.dtype.kind not in "f":
+            raise ValueError(
+                f"`{name}` must be a float tensor (float32) with values in [0, 1]. Received: "
+                f"{name}.dtype={arr.dtype}. Convert with images.astype('float32') / 255.")
+        images = tf.convert_to_tensor(arr)
+    if images.dtype not in FLOAT_DTYPES:
+        raise ValueError(
+            f"`{name}` must be a float tensor (float32) with values in [0, 1]. Received: "
+            f"{name}.dtype={images.dtype.name}. Convert with tf.cast(images, tf.float32) / 255.")
+    if images.shape.rank != 4:
+        raise ValueError(
+            f"`{name}` must have rank 4, shape (N, H, W, C). Received: {name}.shape={tuple(images.shape)}."
+            " Add a channel axis for grayscale images (images[..., None]).")
+    if _is_eager(images):
+        values = images.numpy()
+        if not allow_nan and not np.all(np.isfinite(values)):
+            bad = int(np.sum(~np.isfinite(values)))
+            raise ValueError(f"`{name}` must be finite. Received: {name} with {bad} NaN/Inf values.")
+        if check_range and values.size and (values.min() < 0.0 or values.max() > 1.0):
+            raise ValueError(
+                f"`{name}` must have values in [0, 1]. Received: {name} with min={values.min():.4g}, "
+                f"max={values.max():.4g}. Scale pixels to [0, 1]; normalisation belongs inside the model.")
+    return images
+
+
+def check_target(target, n, num_classes=None, name="target"):
+    """Returns `target` as int32 of shape (n,), or raises ValueError."""
+    if not tf.is_tensor(target):
+        arr = np.asarray(target)
+        if arr.dtype.kind not in "iu":
+            raise ValueError(
+                f"`{name}` must be integer class indices of shape (N,) or the string 'predicted'. Received: "
+                f"{name}.dtype={arr.dtype}.")
+        target = tf.convert_to_tensor(arr)
+    if not target.dtype.is_integer:
+        raise ValueError(
+            f"`{name}` must be integer class indices of shape (N,) or the string 'predicted'. Received: "
+            f"{name}.dtype={target.dtype.name}.")
+    if target.shape.rank != 1 or (n is not None and target.shape[0] is not None and target.shape[0] != n):
+        raise ValueError(
+            f"`{name}` must have shape (N,) with N = images.shape[0] = {n}. Received: "
+            f"{name}.shape={tuple(target.shape)}. Pass integer class indices, not one-hot labels.")
+    target = tf.cast(target, tf.int32)
+    if num_classes is not None and _is_eager(target):
+        values = target.numpy()
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(
+                f"`{name}` must hold class indices in [0, {num_classes - 1}]. Received: {name} with "
+                f"min={values.min()}, max={values.max()}.")
+    return target
+
+
+def check_positive_int(value, name, *, minimum=1, maximum=None):
+    """Returns `value` as int if minimum <= value (<= maximum), else raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}.")
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and <= {maximum}" if maximum is not None else ""
+        raise ValueError(f"`{name}` must be an integer >= {minimum}{upper}. Received: {name}={value!r}.")
+    return int(value)
+
+
+def check_nonnegative(value, name, *, strict=False):
+    """Returns `value` as float if >= 0 (> 0 when strict), else raises ValueError."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a number. Received: {name}={value!r}.") from None
+    if not np.isfinite(v) or v < 0 or (strict and v == 0):
+        rel = "> 0" if strict else ">= 0"
+        raise ValueError(f"`{name}` must be a finite number {rel}. Received: {name}={value!r}.")
+    return v
+
+
+def check_logits(logits, name="model output"):
+    """Raises ValueError unless `logits` has rank 2 (N, K)."""
+    if logits.shape.rank != 2:
+        raise ValueError(
+            f"The {name} must be logits of shape (N, num_classes). Received: shape={tuple(logits.shape)}. "
+            "Wrap the model so it returns one logit vector per image.")
+    return logits
