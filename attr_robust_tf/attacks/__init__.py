@@ -1,0 +1,4 @@
+"""Attacks: ℓ∞ PGD, the training-time inner attack, and the attribution attack of Ghorbani et al."""
+from attr_robust_tf.attacks.pgd import pgd_linf, project, uniform_start
+
+__all__ = ["pgd_linf", "project", "uniform_start"]
