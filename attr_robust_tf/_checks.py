@@ -31,25 +31,30 @@ def _is_eager(x):
     return tf.executing_eagerly() and not isinstance(x, tf.Variable) and hasattr(x, "numpy")
 
 
-def check_images(images, name="images", *, check_range=False, allow_nan=False):
-    """Returns `images` as a float tensor of rank 4 (N, H, W, C), or raises ValueError."""
+def check_images(images, name="images", *, check_range=False, allow_nan=False, unit_range=True):
+    """Returns `images` as a float tensor of rank 4 (N, H, W, C), or raises ValueError.
+
+    `unit_range=False` is for tensors shaped like images that are not pixels (attributions): the
+    messages then do not ask for values in [0, 1].
+    """
+    what = "a float tensor (float32) with values in [0, 1]" if unit_range else "a float tensor"
     if isinstance(images, (tf.data.Dataset,)):
         raise ValueError(f"`{name}` must be a tensor of shape (N, H, W, C). Received: a tf.data.Dataset.")
     if not tf.is_tensor(images):
         arr = np.asarray(images)
         if arr.dtype.kind not in "f":
             raise ValueError(
-                f"`{name}` must be a float tensor (float32) with values in [0, 1]. Received: "
-                f"{name}.dtype={arr.dtype}. Convert with images.astype('float32') / 255.")
+                f"`{name}` must be {what}. Received: {name}.dtype={arr.dtype}."
+                + (" Convert with images.astype('float32') / 255." if unit_range else ""))
         images = tf.convert_to_tensor(arr)
     if images.dtype not in FLOAT_DTYPES:
         raise ValueError(
-            f"`{name}` must be a float tensor (float32) with values in [0, 1]. Received: "
-            f"{name}.dtype={images.dtype.name}. Convert with tf.cast(images, tf.float32) / 255.")
+            f"`{name}` must be {what}. Received: {name}.dtype={images.dtype.name}."
+            + (" Convert with tf.cast(images, tf.float32) / 255." if unit_range else ""))
     if images.shape.rank != 4:
         raise ValueError(
             f"`{name}` must have rank 4, shape (N, H, W, C). Received: {name}.shape={tuple(images.shape)}."
-            " Add a channel axis for grayscale images (images[..., None]).")
+            + (" Add a channel axis for grayscale images (images[..., None])." if unit_range else ""))
     if _is_eager(images):
         values = images.numpy()
         if not allow_nan and not np.all(np.isfinite(values)):
@@ -89,12 +94,15 @@ def check_target(target, n, num_classes=None, name="target"):
     return target
 
 
-def check_positive_int(value, name, *, minimum=1, maximum=None):
-    """Returns `value` as int if minimum <= value (<= maximum), else raises ValueError."""
+def check_positive_int(value, name, *, minimum=1, maximum=None, context=""):
+    """Returns `value` as int if minimum <= value (<= maximum), else raises ValueError.
+
+    `context` (e.g. " (the number of pixels per map)") explains where `maximum` comes from.
+    """
+    upper = f" and <= {maximum}{context}" if maximum is not None else ""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}.")
+        raise ValueError(f"`{name}` must be an integer >= {minimum}{upper}. Received: {name}={value!r}.")
     if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and <= {maximum}" if maximum is not None else ""
         raise ValueError(f"`{name}` must be an integer >= {minimum}{upper}. Received: {name}={value!r}.")
     return int(value)
 
@@ -118,3 +126,34 @@ def check_logits(logits, name="model output"):
             f"The {name} must be logits of shape (N, num_classes). Received: shape={tuple(logits.shape)}. "
             "Wrap the model so it returns one logit vector per image.")
     return logits
+
+
+def check_maps(maps, name, *, ranks=(2, 3), nonnegative=False):
+    """Returns `maps` as a float tensor of shape (N, H, W) or (N, P), or raises ValueError.
+
+    Integer maps are accepted and converted to float64 (exact for |values| < 2**53).
+    """
+    shapes = " or ".join({2: "(N, P)", 3: "(N, H, W)"}[r] for r in ranks)
+    if not tf.is_tensor(maps):
+        arr = np.asarray(maps)
+        if arr.dtype.kind not in "fiu":
+            raise ValueError(f"`{name}` must be a real-valued tensor of shape {shapes}. Received: "
+                             f"{name}.dtype={arr.dtype}.")
+        maps = tf.convert_to_tensor(arr)
+    if maps.dtype.is_integer:
+        maps = tf.cast(maps, tf.float64)
+    if maps.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"`{name}` must be a real-valued tensor of shape {shapes}. Received: "
+                         f"{name}.dtype={maps.dtype.name}.")
+    if maps.shape.rank not in ranks:
+        hint = " Pass saliency maps (saliency_map(attributions)), not attributions." if maps.shape.rank == 4 else ""
+        raise ValueError(f"`{name}` must have shape {shapes}. Received: {name}.shape={tuple(maps.shape)}.{hint}")
+    if _is_eager(maps):
+        values = maps.numpy()
+        if not np.all(np.isfinite(values)):
+            bad = int(np.sum(~np.isfinite(values)))
+            raise ValueError(f"`{name}` must be finite. Received: {name} with {bad} NaN/Inf values.")
+        if nonnegative and values.size and values.min() < 0:
+            raise ValueError(f"`{name}` must be non-negative (a saliency map of absolute values). Received: "
+                             f"{name} with min={values.min():.4g}.")
+    return maps

@@ -9,19 +9,24 @@ def _take(values, target):
     return tf.gather(values, tf.cast(target, tf.int32), axis=1, batch_dims=1)
 
 
+def _tensor(logits):
+    # NumPy or list logits work too; float64 stays float64
+    return tf.convert_to_tensor(logits)
+
+
 def logit(logits, target):
     """f_y(z): evaluation maps and the attribution attack (RAR, Sarkar, Ghorbani)."""
-    return _take(logits, target)
+    return _take(_tensor(logits), target)
 
 
 def probability(logits, target):
     """p_y(z): Sarkar et al. 2021 B (code eq 7) and A_T."""
-    return _take(tf.nn.softmax(logits, axis=-1), target)
+    return _take(tf.nn.softmax(_tensor(logits), axis=-1), target)
 
 
 def log_probability(logits, target):
     """log p_y(z) via log_softmax: Sarkar et al. 2021 ΔA (code eq 8)."""
-    return _take(tf.nn.log_softmax(logits, axis=-1), target)
+    return _take(tf.nn.log_softmax(_tensor(logits), axis=-1), target)
 
 
 def cross_entropy(logits, target):
@@ -37,12 +42,14 @@ def _other_mask(logits, target):
 
 def strongest_other_probability(logits, target):
     """p_n(z), n = argmax_{c≠y} p_c(z), re-selected per input (Sarkar et al. 2021 A_N)."""
+    logits = _tensor(logits)
     probs = tf.nn.softmax(logits, axis=-1)
     return tf.reduce_max(tf.where(_other_mask(logits, target), probs, tf.zeros_like(probs) - 1.0), axis=-1)
 
 
 def strongest_other_logit(logits, target):
     """max_{c≠y} f_c(z): ART's negative-class gradient (Singh et al. 2020)."""
+    logits = _tensor(logits)
     lowest = tf.fill(tf.shape(logits), tf.cast(logits.dtype.min, logits.dtype))
     return tf.reduce_max(tf.where(_other_mask(logits, target), logits, lowest), axis=-1)
 

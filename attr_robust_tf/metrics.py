@@ -1,0 +1,333 @@
+"""Attribution-robustness metrics between two saliency maps (method.md §6), per example, plus Keras wrappers.
+
+Every function takes a clean and an adversarial map batch, each (N, H, W) or (N, P), compares row i of
+one with row i of the other over all P = H·W pixels, and returns float32 (N,). None of them is
+differentiable (they rank). A metric that is undefined for a row (a constant map for the rank
+correlations, an all-zero map for the center of mass) is NaN there, as in SciPy.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from attr_robust_tf import _checks
+
+_SMALL = 4  # Kendall: inversions inside blocks of this many entries are counted by direct comparison
+_CHUNK = 2 ** 16  # Kendall: entries per group of maps processed together (about 4 Flower maps)
+
+
+def _pair(clean_map, adv_map, *, ranks=(2, 3), nonnegative=False):
+    """Validated maps, flattened to (N, P) with a static P, plus the original shape."""
+    a = _checks.check_maps(clean_map, "clean_map", ranks=ranks, nonnegative=nonnegative)
+    b = _checks.check_maps(adv_map, "adv_map", ranks=ranks, nonnegative=nonnegative)
+    if not a.shape.is_compatible_with(b.shape):
+        raise ValueError(
+            f"`adv_map` must have the shape of `clean_map` = {tuple(a.shape)}. Received: "
+            f"adv_map.shape={tuple(b.shape)}.")
+    shape = a.shape.merge_with(b.shape)
+    if not shape[1:].is_fully_defined():
+        raise ValueError(
+            f"`clean_map` must have a static map size (H, W) or (P,). Received: "
+            f"clean_map.shape={tuple(a.shape)}.")
+    p = int(np.prod(shape[1:]))
+    dtype = tf.float64 if tf.float64 in (a.dtype, b.dtype) else a.dtype
+    n = tf.shape(a)[0]
+    # (N, H, W) or (N, P) -> (N, P)
+    a = tf.reshape(tf.cast(a, dtype), [n, p])
+    b = tf.reshape(tf.cast(b, dtype), [n, p])
+    return a, b, shape
+
+
+# ------------------------------------------------------------------------------------------------
+# Top-k intersection (method.md §6.1)
+# ------------------------------------------------------------------------------------------------
+
+def topk_intersection(clean_map, adv_map, k):
+    """IN_k = |T_k(clean) ∩ T_k(adv)| / k, the share of the k largest pixels the two maps have in common.
+
+    Ties are broken deterministically, lower flat index first (a stable sort of −S; `tf.math.top_k`
+    returns equal values in index order), where the reference uses numpy's unstable argsort
+    (method.md §6.1).
+
+    Args:
+      clean_map, adv_map: maps (N, H, W) or (N, P).
+      k: number of top pixels, 1 ≤ k ≤ P.
+
+    Returns:
+      float32 (N,) in [0, 1].
+
+    Reference: Chen et al. 2019 (arXiv 1905.09957), "top-k intersection"; Ghorbani et al. 2019
+    (arXiv 1710.10547) §3.
+
+    Example:
+      >>> float(topk_intersection([[3., 2., 1., 0.]], [[0., 2., 3., 1.]], k=2)[0])
+      0.5
+    """
+    a, b, shape = _pair(clean_map, adv_map)
+    p = a.shape[1]
+    k = _checks.check_positive_int(k, "k", maximum=p, context=" (the number of pixels per map)")
+    _, top_a = tf.math.top_k(a, k=k)  # (N, k) flat indices
+    _, top_b = tf.math.top_k(b, k=k)
+    top_b = tf.sort(top_b, axis=-1)
+    # membership of each of a's indices in b's sorted index set: binary search, then compare
+    pos = tf.minimum(tf.searchsorted(top_b, top_a, side="left"), k - 1)
+    found = tf.equal(tf.gather(top_b, pos, batch_dims=1), top_a)
+    return tf.reduce_sum(tf.cast(found, tf.float32), axis=-1) / float(k)
+
+
+# ------------------------------------------------------------------------------------------------
+# Kendall's τ-b (method.md §6.2): exact, O(P log P) per map, batched over N
+# ------------------------------------------------------------------------------------------------
+
+def _run_starts(s):
+    """For rows sorted ascending (N, P): the index of the first entry equal to each entry."""
+    idx = np.arange(s.shape[1])
+    new = np.ones(s.shape, bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    return np.maximum.accumulate(np.where(new, idx, 0), axis=1)
+
+
+def _tied_pairs(first):
+    """Σ_t t(t−1)/2 over tie groups, from `_run_starts` of a sorted row: Σ_i (i − first_i)."""
+    return (np.arange(first.shape[1]) - first).sum(axis=1)
+
+
+def _inversions(v):
+    """#{(i, j): i < j, v_i > v_j} per row of v (N, P) with entries in [0, P), by bottom-up merging.
+
+    Level s merges neighbouring blocks L, R of s entries. Keys 2·v (from L) and 2·v + 1 (from R) sort
+    every L entry before an equal R entry, so the R entry with index j among R's entries at merged position
+    q has exactly q − j entries of L that are ≤ it, and s − (q − j) that are larger: Σ_R (s − q + j)
+    is this level's count. log₂P levels of one vectorised sort each: O(P log P) per row.
+    """
+    n, p = v.shape
+    p2 = max(_SMALL, 1 << max(0, (p - 1).bit_length()))
+    small = p2 <= 2 ** 15  # then every Σ of merged positions is < p2·s < 2**31: exact in int32
+    x = np.full((n, p2), p, np.int32 if small else np.int64)  # padding p > every entry: no inversion
+    x[:, :p] = v
+    blocks = x.reshape(n, p2 // _SMALL, _SMALL)
+    before, after = np.triu_indices(_SMALL, 1)  # all index pairs i < j inside a block
+    total = np.count_nonzero(blocks[:, :, before] > blocks[:, :, after], axis=(1, 2)).astype(np.int64)
+    x <<= 1
+    s = _SMALL
+    while s < p2:
+        nb = p2 // (2 * s)
+        pairs = x.reshape(n, nb, 2, s)  # (N, blocks, L/R, s)
+        pairs[:, :, 1] |= 1
+        keys = np.sort(pairs.reshape(n, nb, 2 * s), axis=-1)  # (N, blocks, 2s): merged blocks
+        side = keys & 1  # 1 where an R entry landed
+        if small:  # Σ_R q, the merged positions of the R entries
+            sum_q = np.einsum("nbq,q->n", side, np.arange(2 * s, dtype=np.int32)).astype(np.int64)
+        else:  # exact in float64 (< 2**53)
+            q = np.tile(np.arange(2 * s, dtype=np.float64), nb)
+            sum_q = np.rint(side.reshape(n, -1).astype(np.float64) @ q).astype(np.int64)
+        total += nb * s * s - (sum_q - nb * s * (s - 1) // 2)  # Σ_R (s − q + j)
+        keys ^= side  # clear the side bit for the next level
+        x = keys.reshape(n, p2)
+        s *= 2
+    return total
+
+
+def _kendall_rows(a, b):
+    n, p = a.shape
+    order_a = np.argsort(a, axis=1)
+    first_a = _run_starts(np.take_along_axis(a, order_a, axis=1))  # rank of a, in a-sorted order
+    order_b = np.argsort(b, axis=1)
+    first_b = _run_starts(np.take_along_axis(b, order_b, axis=1))
+    rank_b = np.empty((n, p), np.int64)  # rank of b (entries strictly smaller), in original order
+    np.put_along_axis(rank_b, order_b, first_b, axis=1)
+    # lexicographic (a, b) order: sort (rank_a, rank_b) packed into one int64 (ranks < 2**31)
+    keys = np.sort((first_a << 32) | np.take_along_axis(rank_b, order_a, axis=1), axis=1)
+    n0 = p * (p - 1) // 2
+    n1, n2 = _tied_pairs(first_a), _tied_pairs(first_b)
+    n3 = _tied_pairs(_run_starts(keys))
+    nd = _inversions(keys & 0xFFFFFFFF)
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 → NaN for a constant map, as SciPy
+        num = (n0 - n1 - n2 + n3 - 2 * nd).astype(np.float64)
+        return num / (np.sqrt((n0 - n1).astype(np.float64)) * np.sqrt((n0 - n2).astype(np.float64)))
+
+
+def kendall_tau_b(a, b):
+    """NumPy core of `kendall_tau`: float64 (N,) from two (N, P) arrays; equals scipy.stats.kendalltau.
+
+    τ_b = (n₀ − n₁ − n₂ + n₃ − 2·n_d) / √((n₀ − n₁)(n₀ − n₂)), with n₀ = P(P−1)/2, n₁ and n₂ the pairs
+    tied in a and in b, n₃ the pairs tied in both, and n_d the discordant pairs: the inversions of b's
+    ranks once the entries are sorted by (a, b) (Knight 1966).
+    """
+    a = np.asarray(a, np.float64) + 0.0  # + 0.0 turns −0.0 into +0.0, which compare equal
+    b = np.asarray(b, np.float64) + 0.0
+    rows = max(1, _CHUNK // max(1, a.shape[1]))  # a few maps at a time stay in cache
+    return np.concatenate([np.zeros(0)] + [_kendall_rows(a[i:i + rows], b[i:i + rows])
+                                           for i in range(0, a.shape[0], rows)])
+
+
+def kendall_tau(clean_map, adv_map):
+    """Kendall's τ-b between the two maps over all pixel pairs, ties as in `scipy.stats.kendalltau`.
+
+    Exact, in O(P log P) per map (Knight's algorithm, merge-counted with vectorised NumPy sorts over all
+    maps at once; TF's CPU sort is about 20× slower than NumPy's, which decides whether this beats SciPy
+    at Flower size). Inside a `tf.function` it runs through `tf.numpy_function`.
+
+    Args:
+      clean_map, adv_map: maps (N, H, W) or (N, P).
+
+    Returns:
+      float32 (N,) in [−1, 1]; NaN where a map is constant.
+
+    Reference: Chen et al. 2019 (arXiv 1905.09957), "Kendall's tau rank order correlation" (CO);
+    method.md §6.2.
+
+    Example:
+      >>> float(kendall_tau([[1., 2., 3.]], [[3., 2., 1.]])[0])
+      -1.0
+    """
+    a, b, _ = _pair(clean_map, adv_map)
+    if tf.executing_eagerly():
+        return tf.constant(kendall_tau_b(a.numpy(), b.numpy()), tf.float32)
+    tau = tf.numpy_function(kendall_tau_b, [a, b], tf.float64, stateful=False)
+    tau.set_shape(a.shape[:1])
+    return tf.cast(tau, tf.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Spearman's ρ (method.md §6.3)
+# ------------------------------------------------------------------------------------------------
+
+def _average_ranks(x):
+    """1-based ranks (N, P) float64, tied entries sharing the mean of their ranks (scipy.stats.rankdata)."""
+    s = tf.sort(x, axis=-1)
+    below = tf.searchsorted(s, x, side="left")  # entries < x
+    up_to = tf.searchsorted(s, x, side="right")  # entries ≤ x
+    return tf.cast(below + up_to + 1, tf.float64) / 2.0
+
+
+def spearman_rho(clean_map, adv_map):
+    """Spearman's ρ: the Pearson correlation of the average ranks of the two maps (`scipy.stats.spearmanr`).
+
+    Returns:
+      float32 (N,) in [−1, 1]; NaN where a map is constant.
+
+    Reference: method.md §6.3 (computed and printed by the RAR evaluation code).
+
+    Example:
+      >>> float(spearman_rho([[1., 2., 2., 4.]], [[1., 3., 3., 9.]])[0])
+      1.0
+    """
+    a, b, _ = _pair(clean_map, adv_map)
+    ra = _average_ranks(tf.cast(a, tf.float64))
+    rb = _average_ranks(tf.cast(b, tf.float64))
+    ra -= tf.reduce_mean(ra, axis=-1, keepdims=True)
+    rb -= tf.reduce_mean(rb, axis=-1, keepdims=True)
+    cov = tf.reduce_sum(ra * rb, axis=-1)
+    # 0/0 → NaN for a constant map, as SciPy
+    rho = cov / tf.sqrt(tf.reduce_sum(ra * ra, axis=-1) * tf.reduce_sum(rb * rb, axis=-1))
+    return tf.cast(rho, tf.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Center-of-mass shift (method.md §4.3, §6.4)
+# ------------------------------------------------------------------------------------------------
+
+def _center(maps):
+    """S-weighted mean (row, col) position of each map (N, H, W) -> (N, 2) float64; NaN for a zero map."""
+    maps = tf.cast(maps, tf.float64)
+    rows = tf.cast(tf.range(tf.shape(maps)[1]), tf.float64)[None, :, None]  # (1, H, 1)
+    cols = tf.cast(tf.range(tf.shape(maps)[2]), tf.float64)[None, None, :]  # (1, 1, W)
+    total = tf.reduce_sum(maps, axis=[1, 2])
+    return tf.stack([tf.reduce_sum(maps * rows, axis=[1, 2]) / total,
+                     tf.reduce_sum(maps * cols, axis=[1, 2]) / total], axis=-1)
+
+
+def center_of_mass_shift(clean_map, adv_map):
+    """‖C(clean) − C(adv)‖₂ in pixels, C(S) = Σ_p S_p·(row_p, col_p) / Σ_p S_p, with float centers.
+
+    For maps normalised to sum H·W this is method.md §4.3's C(S) = (Σ S·row, Σ S·col)/(H·W). The
+    reference truncates both centers to int first; we do not (method.md §6.4).
+
+    Args:
+      clean_map, adv_map: non-negative maps (N, H, W).
+
+    Returns:
+      float32 (N,) ≥ 0; NaN where a map sums to 0.
+
+    Reference: Ghorbani et al. 2019 (arXiv 1710.10547) §3, "center of mass"; method.md §6.4.
+
+    Example:
+      >>> float(center_of_mass_shift([[[1., 0.], [0., 0.]]], [[[0., 0.], [0., 1.]]])[0])  # doctest: +ELLIPSIS
+      1.414...
+    """
+    a = _checks.check_maps(clean_map, "clean_map", ranks=(3,), nonnegative=True)
+    b = _checks.check_maps(adv_map, "adv_map", ranks=(3,), nonnegative=True)
+    if not a.shape.is_compatible_with(b.shape):
+        raise ValueError(
+            f"`adv_map` must have the shape of `clean_map` = {tuple(a.shape)}. Received: "
+            f"adv_map.shape={tuple(b.shape)}.")
+    shift = tf.norm(_center(a) - _center(b), axis=-1)
+    return tf.cast(shift, tf.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Keras metric wrappers: the mean over all examples seen, fed update_state(clean_map, adv_map)
+# ------------------------------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="attr_robust_tf")
+class TopKIntersection(keras.metrics.MeanMetricWrapper):
+    """Mean top-k intersection; `update_state(clean_map, adv_map, sample_weight=None)`.
+
+    Args:
+      k: number of top pixels (≤ the pixels per map, checked on update).
+      name, dtype: as for every Keras metric.
+
+    Example:
+      >>> m = TopKIntersection(k=2)
+      >>> m.update_state([[3., 2., 1., 0.]], [[0., 2., 3., 1.]])
+      >>> float(m.result())
+      0.5
+    """
+
+    def __init__(self, k, name="topk_intersection", dtype=None):
+        k = _checks.check_positive_int(k, "k")
+        super().__init__(fn=topk_intersection, name=name, dtype=dtype, k=k)
+        self.k = k
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype, "k": self.k}
+
+
+@keras.saving.register_keras_serializable(package="attr_robust_tf")
+class KendallTau(keras.metrics.MeanMetricWrapper):
+    """Mean Kendall τ-b; `update_state(clean_map, adv_map, sample_weight=None)`. A constant map gives NaN.
+
+    Example:
+      >>> m = KendallTau()
+      >>> m.update_state([[1., 2., 3.]], [[1., 3., 2.]])
+      >>> round(float(m.result()), 4)
+      0.3333
+    """
+
+    def __init__(self, name="kendall_tau", dtype=None):
+        super().__init__(fn=kendall_tau, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+@keras.saving.register_keras_serializable(package="attr_robust_tf")
+class SpearmanRho(keras.metrics.MeanMetricWrapper):
+    """Mean Spearman ρ; `update_state(clean_map, adv_map, sample_weight=None)`. A constant map gives NaN."""
+
+    def __init__(self, name="spearman_rho", dtype=None):
+        super().__init__(fn=spearman_rho, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+@keras.saving.register_keras_serializable(package="attr_robust_tf")
+class CenterOfMassShift(keras.metrics.MeanMetricWrapper):
+    """Mean center-of-mass shift in pixels; `update_state(clean_map, adv_map, sample_weight=None)`."""
+
+    def __init__(self, name="center_of_mass_shift", dtype=None):
+        super().__init__(fn=center_of_mass_shift, name=name, dtype=dtype)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}

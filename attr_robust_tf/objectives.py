@@ -1,0 +1,204 @@
+"""The training objectives as rows of data (method.md §7.9, style.md §1 rule 13).
+
+Every objective has one shape:
+
+    L(θ) = task_loss(f(x_task), y) + Σ_r λ_r · reduce(R_r(x, x′, y)),   x′ = stop_gradient(argmax J(x′))
+
+A row names the inner maximisation J (weighted terms of `attacks.inner.TERMS`), which input the task loss sees
+(`x` or `x′`), the regularizers R_r (`regularizers.REGULARIZERS`) and the default settings. `RobustModel`
+reads rows only; registering a new objective (`register`) needs no change to its `train_step`.
+
+Row defaults are the RAR MNIST values (method.md §8.2: ε 0.3, 40 PGD steps of 0.01, m = 50 outer and
+m′ = 10 inner IG points, λ 1.0 for IG-NORM and β 0.1 for IG-SUM-NORM); Sarkar et al. 2021 keeps its own IG
+points (m = 20, m′ = 5) and weights (0.1), ART its own step count, k and surrogate β (method.md §7.7).
+"""
+import dataclasses
+import types
+
+import tensorflow as tf
+
+from attr_robust_tf import _checks
+from attr_robust_tf import regularizers as regularizers_lib
+from attr_robust_tf.attacks import inner as inner_lib
+
+__all__ = ["Objective", "OBJECTIVES", "register", "get", "names"]
+
+TASK_INPUTS = ("clean", "adv")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """One training method.
+
+    Attributes:
+      name: registry key.
+      task_input: "clean" (task loss on x) or "adv" (on the inner attack's x′).
+      inner: inner-attack terms → weight. A float is a fixed weight; a string names the regularizer whose
+        weight the term shares (IG-SUM-NORM uses one β inside and outside), so scheduling that weight
+        also moves the attack. Empty: no inner attack.
+      start: the inner attack's random start ("uniform", "normal" or "none").
+      regularizers: names of the penalty terms (keys of `regularizers.REGULARIZERS`).
+      weights: default weight of each regularizer.
+      epsilon, step_size, attack_steps: inner ℓ∞ PGD defaults.
+      ig_steps: outer IG points m; inner_ig_steps: inner IG points m′ (RAR's m / approx_factor).
+      surrogate_beta: default β of the smooth surrogate (None: attack and penalties use the network itself).
+      inner_weight: default weight of the inner attribution term (None: the row's `inner` value).
+      top_k: default ART mask size (None: min(1000, H·W·C)).
+      reference: where the formula comes from.
+    """
+
+    name: str
+    task_input: str = "clean"
+    inner: types.MappingProxyType = dataclasses.field(default_factory=dict)
+    start: str = "uniform"
+    regularizers: tuple = ()
+    weights: types.MappingProxyType = dataclasses.field(default_factory=dict)
+    epsilon: float = 0.3
+    step_size: float = 0.01
+    attack_steps: int = 40
+    ig_steps: int = 50
+    inner_ig_steps: int = 10
+    surrogate_beta: float = None
+    inner_weight: float = None
+    top_k: int = None
+    reference: str = ""
+
+    def __post_init__(self):
+        if self.task_input not in TASK_INPUTS:
+            _checks.did_you_mean("task_input", self.task_input, TASK_INPUTS)
+        if self.start not in inner_lib.STARTS:
+            _checks.did_you_mean("start", self.start, inner_lib.STARTS)
+        for term, weight in self.inner.items():
+            _checks.lookup("inner-attack term", term, inner_lib.TERMS)
+            if isinstance(weight, str) and weight not in self.regularizers:
+                raise ValueError(
+                    f"`inner[{term!r}]` must be a number or the name of one of this row's regularizers "
+                    f"{list(self.regularizers)}. Received: {weight!r}.")
+        for name in self.regularizers:
+            regularizers_lib.get(name)
+            if name not in self.weights:
+                raise ValueError(f"`weights` must give a default for every regularizer. Missing: {name!r}.")
+            if regularizers_lib.get(name).requires_adv and not self.inner:
+                raise ValueError(
+                    f"Regularizer {name!r} needs the perturbed input x′, but objective {self.name!r} has no "
+                    "inner attack. Give the row an `inner` objective.")
+        if self.task_input == "adv" and not self.inner:
+            raise ValueError(f"`task_input='adv'` needs an inner attack. Received: inner={dict(self.inner)}.")
+        # freeze the mappings so a registered row cannot change under a traced step
+        object.__setattr__(self, "inner", types.MappingProxyType(dict(self.inner)))
+        object.__setattr__(self, "weights", types.MappingProxyType(dict(self.weights)))
+        object.__setattr__(self, "regularizers", tuple(self.regularizers))
+
+    @property
+    def has_inner_attack(self):
+        return bool(self.inner)
+
+    def terms(self, model, images, labels, *, attack=None, regularizers=None, surrogate=None, seed=None,
+              inner_weights=None):
+        """The objective's per-example pieces for one batch.
+
+        Args:
+          model: the network (logits).
+          images, labels: the clean batch, (N, H, W, C) and int32 (N,).
+          attack: the `InnerAttack` built from this row (None if the row has none).
+          regularizers: dict name → regularizer instance.
+          surrogate: smooth copy of `model` sharing its weights, or None.
+          seed: stateless seed (2,) of the inner attack's random start.
+          inner_weights: dict inner term → scalar tensor for terms that share a regularizer weight.
+
+        Returns:
+          (x_task, adv_images, {name: (N,) penalty}); adv_images is a constant (Danskin) or None.
+        """
+        adv = None
+        if attack is not None:
+            adv = tf.stop_gradient(attack(model, images, labels, seed=seed, surrogate=surrogate,
+                                          weights=inner_weights))
+        x_task = adv if self.task_input == "adv" else images
+        penalties = {}
+        for name, reg in (regularizers or {}).items():
+            reg_model = surrogate if reg.uses_surrogate and surrogate is not None else model
+            # attribution passes in inference mode: no BatchNorm coupling of path points (style.md §12.10)
+            penalties[name] = reg(reg_model, images, labels, adv_images=adv, training=False)
+        return x_task, adv, penalties
+
+
+OBJECTIVES = {}
+
+
+def register(objective, *, overwrite=False):
+    """Adds an `Objective` row to the registry and returns it."""
+    if not isinstance(objective, Objective):
+        raise TypeError(f"`objective` must be an Objective. Received: {type(objective).__name__}.")
+    if objective.name in OBJECTIVES and not overwrite:
+        raise ValueError(f"Objective {objective.name!r} is already registered. Pass overwrite=True to replace it.")
+    OBJECTIVES[objective.name] = objective
+    return objective
+
+
+def get(name):
+    """The registered row `name` (an `Objective` is returned unchanged); did-you-mean error otherwise."""
+    if isinstance(name, Objective):
+        return name
+    return _checks.lookup("objective", name, OBJECTIVES)
+
+
+def names():
+    return sorted(OBJECTIVES)
+
+
+register(Objective(
+    "natural",
+    reference="Cross-entropy on clean inputs (method.md §7.2).",
+))
+register(Objective(
+    "madry",
+    task_input="adv",
+    inner={"cross_entropy": 1.0},
+    reference="PGD adversarial training, Madry et al. 2018 (arXiv 1706.06083) eq. 2.8; method.md §7.3.",
+))
+register(Objective(
+    "trades",
+    inner={"trades_kl": 1.0},
+    start="normal",  # x + 0.001·N(0, I), TRADES `trades.py`
+    regularizers=("trades_kl",),
+    weights={"trades_kl": 1.0},  # β = 1/λ; 1.0 is the MNIST script default (method.md §7.4)
+    reference="TRADES, Zhang et al. 2019 (arXiv 1901.08573) eq. 5; method.md §7.4.",
+))
+register(Objective(
+    "ig_norm",
+    inner={"ig_norm": 1.0},  # sign steps: the scale of a single term is irrelevant
+    regularizers=("ig_norm",),
+    weights={"ig_norm": 1.0},  # λ, RAR MNIST/FMNIST config
+    reference="IG-NORM, Chen et al. 2019 (RAR, arXiv 1905.09957), objective 'ar' / inner 'ar_approx'; "
+              "method.md §7.5.",
+))
+register(Objective(
+    "ig_sum_norm",
+    task_input="adv",
+    inner={"cross_entropy": 1.0, "ig_norm": "ig_norm"},  # the same β inside and outside
+    regularizers=("ig_norm",),
+    weights={"ig_norm": 0.1},  # β, RAR MNIST/FMNIST config
+    reference="IG-SUM-NORM, Chen et al. 2019 (RAR), objective 'adv_ar' / inner 'adv_ar_approx'; method.md §7.6.",
+))
+register(Objective(
+    "art",
+    task_input="adv",
+    inner={"art": 1.0},
+    regularizers=("art",),
+    weights={"art": 0.5},  # ART `cifar_robust_train.py`
+    attack_steps=3,  # ART: 3 steps of 5/255 at ε = 8/255; the step keeps ART's ratio a/ε = 5/8
+    step_size=0.1875,
+    surrogate_beta=50.0,  # softplus β = 50 branch for the gradients (method.md §4.2)
+    top_k=1000,
+    reference="ART, Singh et al. 2020 (ECCV), `cifar_robust_train.py`, `loss_art.py`; method.md §7.7.",
+))
+register(Objective(
+    "sarkar2021",
+    task_input="adv",
+    inner={"cross_entropy": 1.0, "ig_norm": 0.1},  # IG-SUM-NORM inner objective with λ = 0.1
+    regularizers=("cacr", "wacr"),
+    weights={"cacr": 0.1, "wacr": 0.1},  # one λ = 0.1 for both in the released code
+    ig_steps=20,  # m = 20 for B, ΔA, A_T, A_N
+    inner_ig_steps=5,  # k ∈ {4, 8, 12, 16, 20} of m = 20
+    reference="Sarkar et al. 2021 (arXiv 2012.14395), `Flower/model.py`, `train_our.py`; method.md §7.8.",
+))

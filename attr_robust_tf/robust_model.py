@@ -1,0 +1,383 @@
+"""`RobustModel`: attributionally robust training of any Keras model through plain `compile` / `fit`.
+
+The wrapper delegates `call` to the wrapped model and overrides only `train_step` / `test_step`. One step:
+
+    x′ = stop_gradient(InnerAttack(x, y))                       (Danskin; none for `natural`)
+    L  = task_loss(f(x_task), y) + Σ_r λ_r · reduce(R_r(x, x′, y))
+
+with the task loss from `compile(loss=...)` (`compute_loss`: sample weights, `model.losses`, 1/R scaling) and
+the regularizers R_r of the objective row (objectives.py). The inner attack and every attribution map run
+inside the outer `tf.GradientTape`, so ∇_θ L contains the double-backprop terms (style.md §4, §12).
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from attr_robust_tf import _checks, objectives
+from attr_robust_tf import regularizers as regularizers_lib
+from attr_robust_tf.attacks.inner import InnerAttack
+from attr_robust_tf.surrogate import softplus_surrogate
+
+__all__ = ["RobustModel"]
+
+REDUCTIONS = ("mean", "sum")
+
+
+class _Untracked:
+    """Holds an object out of Keras' attribute tracking (the surrogate shares the model's layers)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _input_shape(model):
+    """(None, H, W, C) of a built model, or a ValueError telling how to build it."""
+    shape = None
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        build_shapes = getattr(model, "_build_shapes_dict", None) or {}
+        if len(build_shapes) == 1:
+            shape = next(iter(build_shapes.values()))
+    if isinstance(shape, list) and len(shape) == 1:
+        shape = shape[0]
+    if shape is None or not isinstance(shape, (tuple, list)) or len(shape) != 4:
+        raise ValueError(
+            "`model` must be a built Keras model taking one image tensor (N, H, W, C). Received: "
+            f"{type(model).__name__} with input shape {shape!r}. Build it first, e.g. "
+            "model.build((None, 28, 28, 1)) or give it a keras.Input.")
+    return (None,) + tuple(shape[1:])
+
+
+def _num_classes(model, input_shape):
+    """K from a probe call on zeros; ValueError unless the model returns rank-2 logits (N, K)."""
+    dtype = getattr(model, "input_dtype", None) or keras.config.floatx()
+    try:
+        dtype = model.inputs[0].dtype
+    except (AttributeError, IndexError, TypeError, ValueError):
+        pass
+    out = model(tf.zeros((1,) + tuple(input_shape[1:]), dtype=dtype), training=False)
+    if isinstance(out, (list, tuple, dict)) or not hasattr(out, "shape") or out.shape.rank != 2:
+        shape = [tuple(o.shape) for o in out] if isinstance(out, (list, tuple)) else getattr(out, "shape", out)
+        raise ValueError(
+            "`model` must return logits of shape (N, num_classes). Received: a model whose output for a "
+            f"(1, {', '.join(map(str, input_shape[1:]))}) input has shape {shape}. Wrap it so it returns "
+            "one logit vector per image.")
+    k = out.shape[-1]
+    if k is None or k < 2:
+        raise ValueError(f"`model` must return logits for at least 2 classes. Received: output shape {out.shape}.")
+    return int(k)
+
+
+@keras.saving.register_keras_serializable(package="attr_robust_tf")
+class RobustModel(keras.Model):
+    """Wraps a Keras model (logits out) and trains it with a robust objective.
+
+    Args:
+      model: a built Keras model (Sequential, functional or subclassed) mapping images (N, H, W, C) in
+        [0, 1] to logits (N, K).
+      objective: a registered objective name (`objectives.names()`) or an `objectives.Objective` row.
+      weights: dict regularizer name → initial weight λ ≥ 0 (e.g. {"cacr": 0.1, "wacr": 0.1}); missing
+        names keep the row default. Each weight lives in a non-trainable variable
+        (`regularizer_weights`), so callbacks and tuners can change it without retracing.
+      epsilon, step_size, attack_steps: inner ℓ∞ PGD radius, step and number of steps.
+      random_start: start the inner attack from the row's random point (False: from x).
+      ig_steps: outer IG points m; inner_ig_steps: inner IG points m′.
+      ig_method: quadrature rule of every IG in the objective (reference: "riemann_right").
+      surrogate_beta: β of the softplus surrogate (`models.softplus_surrogate`) through which the inner
+        attack (and ART's gradients) differentiate; 0 disables it. The RAR/Sarkar rows default to no
+        surrogate, like the reference training code: the inner IG-norm gradient of a ReLU network is not
+        zero, because the softmax of the loss and the (x′ − x) factor are smooth in x′.
+      loss_reduction: "mean" (Σ/global batch, `tf.nn.compute_average_loss`) or "sum" (the reference code's
+        batch sum; compile the task loss with `reduction="sum"` too).
+      ig_batch_size: at most this many path points per forward pass (None: all at once).
+      seed: the inner attack's random start at step t uses the stateless seed (seed, t), t =
+        `optimizer.iterations`, so a resumed run repeats the uninterrupted one.
+      inner_weight: weight of the inner attack's attribution term (IG-SUM-NORM: the live `ig_norm` weight;
+        Sarkar 2021: 0.1).
+      top_k: size of ART's inner top-k mask (default min(1000, H·W·C)).
+      **kwargs: forwarded to `keras.Model` (e.g. `name`).
+
+    `None` means the objective row's default (objectives.py). Every term is logged as a metric:
+    `loss` (total), `ce` (the compiled task loss) and one per regularizer (its unweighted batch mean).
+
+    Example:
+      >>> robust = RobustModel(models.tiny_cnn(), "ig_norm", ig_steps=4, inner_ig_steps=2, attack_steps=2)
+      >>> robust.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+      >>> robust.fit(images, labels, epochs=1, batch_size=8)  # doctest: +SKIP
+
+    Reference: the objectives of method.md §7 (Madry 2018, TRADES 2019, RAR 2019, ART 2020, Sarkar 2021).
+    """
+
+    def __init__(self, model, objective="sarkar2021", *, weights=None, epsilon=None, step_size=None,
+                 attack_steps=None, random_start=True, ig_steps=None, inner_ig_steps=None,
+                 ig_method="riemann_right", surrogate_beta=None, loss_reduction="mean", ig_batch_size=None,
+                 seed=0, inner_weight=None, top_k=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"`model` must be a keras.Model. Received: model={type(model).__name__}.")
+        row = objectives.get(objective)
+        input_shape = _input_shape(model)
+        num_classes = _num_classes(model, input_shape)
+        if loss_reduction not in REDUCTIONS:
+            _checks.did_you_mean("loss_reduction", loss_reduction, REDUCTIONS)
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}.")
+        weights = dict(weights or {})
+        for name in weights:
+            if name not in row.regularizers:
+                options = row.regularizers or ("(none: this objective has no regularizer)",)
+                _checks.did_you_mean(f"weight name for objective {row.name!r}:", name, options)
+
+        def pick(value, default):
+            return default if value is None else value
+
+        self.model = model
+        self.objective = row
+        self.loss_reduction = loss_reduction
+        self.seed = int(seed)
+        self._robust_settings = dict(
+            epsilon=_checks.check_nonnegative(pick(epsilon, row.epsilon), "epsilon",
+                                              strict=row.has_inner_attack),
+            step_size=_checks.check_nonnegative(pick(step_size, row.step_size), "step_size",
+                                                strict=row.has_inner_attack),
+            attack_steps=_checks.check_positive_int(pick(attack_steps, row.attack_steps), "attack_steps",
+                                                    minimum=0),
+            random_start=bool(random_start),
+            ig_steps=_checks.check_positive_int(pick(ig_steps, row.ig_steps), "ig_steps"),
+            inner_ig_steps=_checks.check_positive_int(pick(inner_ig_steps, row.inner_ig_steps),
+                                                      "inner_ig_steps"),
+            ig_method=ig_method,
+            surrogate_beta=(None if pick(surrogate_beta, row.surrogate_beta) in (None, 0, False)
+                            else _checks.check_nonnegative(pick(surrogate_beta, row.surrogate_beta),
+                                                           "surrogate_beta", strict=True)),
+            ig_batch_size=(None if ig_batch_size is None
+                           else _checks.check_positive_int(ig_batch_size, "ig_batch_size")),
+            inner_weight=(None if pick(inner_weight, row.inner_weight) is None
+                          else _checks.check_nonnegative(pick(inner_weight, row.inner_weight),
+                                                         "inner_weight")),
+            top_k=None if pick(top_k, row.top_k) is None else _checks.check_positive_int(
+                pick(top_k, row.top_k), "top_k"),
+        )
+        s = self._robust_settings
+        initial = {name: _checks.check_nonnegative(weights.get(name, row.weights[name]), f"weights[{name!r}]")
+                   for name in row.regularizers}
+
+        # regularizers, their weights (non-trainable variables) and their trackers, in row order
+        self._robust_regularizers = {
+            name: regularizers_lib.build(name, steps=s["ig_steps"], method=s["ig_method"],
+                                         batch_size=s["ig_batch_size"], weight=initial[name])
+            for name in row.regularizers}
+        self.regularizer_weights = {
+            name: self.add_weight(shape=(), initializer=keras.initializers.Constant(initial[name]),
+                                  trainable=False, name=f"{name}_weight")
+            for name in row.regularizers}
+        self.ce_tracker = keras.metrics.Mean(name="ce")
+        self.term_trackers = {name: keras.metrics.Mean(name=name) for name in row.regularizers}
+
+        self._robust_attack = None
+        self._robust_tied = {}
+        if row.has_inner_attack:
+            inner_terms = {}
+            for term, weight in row.inner.items():
+                if isinstance(weight, str):  # shares a regularizer weight, read from its variable
+                    self._robust_tied[term] = weight
+                    weight = initial[weight]
+                if term != "cross_entropy" and s["inner_weight"] is not None and len(row.inner) > 1:
+                    self._robust_tied.pop(term, None)
+                    weight = s["inner_weight"]
+                inner_terms[term] = weight
+            self._robust_attack = InnerAttack(
+                inner_terms, epsilon=s["epsilon"], step_size=s["step_size"], steps=s["attack_steps"],
+                start=row.start if s["random_start"] else "none", ig_steps=s["inner_ig_steps"],
+                ig_method=s["ig_method"], ig_batch_size=s["ig_batch_size"], top_k=s["top_k"])
+
+        surrogate = None
+        if s["surrogate_beta"] is not None:
+            try:
+                surrogate = softplus_surrogate(model, s["surrogate_beta"])
+            except ValueError as e:
+                raise ValueError(
+                    f"{e} Or pass surrogate_beta=0 to differentiate through the network itself.") from None
+        self._robust_surrogate = _Untracked(surrogate)
+        self._robust_num_classes = num_classes
+        self._robust_input_shape = input_shape
+        self.build(input_shape)
+
+    # -- Keras plumbing -------------------------------------------------------------------------------
+
+    def build(self, input_shape=None):
+        self.built = True  # the wrapped model is already built
+
+    def call(self, inputs, training=False):
+        return self.model(inputs, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.model.compute_output_shape(input_shape)
+
+    @property
+    def surrogate(self):
+        """The smooth copy of `model` sharing its weights, or None."""
+        return self._robust_surrogate.value
+
+    @property
+    def inner_attack(self):
+        """The `InnerAttack` of the objective, or None."""
+        return self._robust_attack
+
+    @property
+    def regularizers(self):
+        """dict name → regularizer instance, in the row's order."""
+        return dict(self._robust_regularizers)
+
+    # -- the step -------------------------------------------------------------------------------------
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            x_task, y_pred, task_loss, loss = self._robust_objective(x, y, sample_weight, training=True)
+            scaled = self.optimizer.scale_loss(loss)  # mixed-precision safety
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        self._robust_track(task_loss, loss, x)
+        return self.compute_metrics(x_task, y, y_pred, sample_weight)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x_task, y_pred, task_loss, loss = self._robust_objective(x, y, sample_weight, training=False)
+        self._robust_track(task_loss, loss, x)
+        return self.compute_metrics(x_task, y, y_pred, sample_weight)
+
+    def _robust_objective(self, x, y, sample_weight, training):
+        """(x_task, y_pred, task_loss, total loss): the row's objective on one batch, reduced once."""
+        self._robust_check_compiled()
+        x, labels = self._robust_check_batch(x, y)
+        x_task, _, penalties = self.objective.terms(
+            self.model, x, labels, attack=self._robust_attack, regularizers=self._robust_regularizers,
+            surrogate=self.surrogate, seed=self._robust_seed(),
+            inner_weights={t: self.regularizer_weights[r] for t, r in self._robust_tied.items()})
+        y_pred = self.model(x_task, training=training)
+        task_loss = self.compute_loss(x=x_task, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                      training=training)
+        loss = task_loss
+        for name, per_example in penalties.items():
+            self.term_trackers[name].update_state(per_example, sample_weight=sample_weight)
+            weight = tf.cast(self.regularizer_weights[name], per_example.dtype)
+            loss = loss + tf.cast(weight * self._robust_reduce(per_example, sample_weight), loss.dtype)
+        return x_task, y_pred, task_loss, loss
+
+    def _robust_reduce(self, per_example, sample_weight):
+        """Σ/(global batch) under "mean" (the optimizer SUM-all-reduces gradients), Σ under "sum"."""
+        if sample_weight is not None:
+            sample_weight = tf.cast(tf.reshape(sample_weight, [-1]), per_example.dtype)
+        if self.loss_reduction == "mean":
+            return tf.nn.compute_average_loss(per_example, sample_weight=sample_weight)
+        if sample_weight is not None:
+            per_example = per_example * sample_weight
+        return tf.reduce_sum(per_example)
+
+    def _robust_track(self, task_loss, loss, x):
+        """Logs the unscaled total and task losses (× replicas, as Keras does), weighted by the batch size."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        n = tf.shape(x)[0]
+        for tracker, value in ((self._robust_loss_tracker(), loss), (self.ce_tracker, task_loss)):
+            if tracker is not None:
+                tracker.update_state(value * tf.cast(replicas, value.dtype), sample_weight=n)
+
+    def _robust_loss_tracker(self):
+        return next((m for m in self.metrics if m.name == "loss"), None)
+
+    def _robust_seed(self):
+        """The stateless seed (seed, optimizer.iterations) of this step's inner random start."""
+        step = self.optimizer.iterations if self.optimizer is not None else tf.constant(0, tf.int64)
+        return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
+
+    def _robust_check_batch(self, x, y):
+        """Validates a batch in the graph: finite images, integer labels in [0, K); returns (x, labels)."""
+        if not tf.is_tensor(x) or x.shape.rank != 4:
+            raise ValueError(
+                "`x` must be one image tensor of shape (N, H, W, C). Received: "
+                f"{type(x).__name__} with shape {getattr(x, 'shape', None)}.")
+        if y is None:
+            raise ValueError("`y` must be given: the robust objectives need integer class labels. Received: y=None.")
+        labels = tf.convert_to_tensor(y)
+        if labels.shape.rank == 2 and labels.shape[-1] == 1:
+            labels = tf.reshape(labels, [-1])
+        if labels.shape.rank != 1:
+            raise ValueError(
+                f"`y` must be integer class indices of shape (N,). Received: y.shape={tuple(labels.shape)}. "
+                "Pass class indices, not one-hot labels, and compile with SparseCategoricalCrossentropy.")
+        labels = tf.cast(labels, tf.int32)
+        k = self._robust_num_classes
+        checks = [
+            tf.debugging.assert_greater_equal(
+                labels, 0, message=f"`y` (labels) must hold class indices in [0, {k - 1}]; the batch has a "
+                                   "negative label. No weights were updated."),
+            tf.debugging.assert_less(
+                labels, k, message=f"`y` (labels) must hold class indices in [0, {k - 1}] (the model has {k} "
+                                   "logits); the batch has a larger label. No weights were updated."),
+        ]
+        # a data dependency: nothing downstream (gradients, the update) runs unless the batch is valid
+        x = tf.debugging.assert_all_finite(
+            x, "The input batch `x` must be finite: it contains NaN or Inf values. Check the data pipeline; "
+               "no weights were updated.")
+        with tf.control_dependencies([c for c in checks if c is not None]):
+            return tf.identity(x), tf.identity(labels)
+
+    def _robust_check_compiled(self):
+        """Trace-time checks that the compiled loss fits this wrapper (logits, reduction)."""
+        loss = getattr(self, "loss", None)
+        if loss is None:
+            raise ValueError(
+                "`loss` must be given to compile(): RobustModel adds its regularizers to the compiled task "
+                "loss. Received: loss=None. Use keras.losses.SparseCategoricalCrossentropy(from_logits=True).")
+        if isinstance(loss, str) and loss in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
+            raise ValueError(
+                f"`loss` must take logits: the wrapped model outputs logits. Received: loss={loss!r} "
+                "(from_logits=False). Use keras.losses.SparseCategoricalCrossentropy(from_logits=True).")
+        if getattr(loss, "from_logits", True) is False:
+            raise ValueError(
+                f"`loss` must take logits: the wrapped model outputs logits. Received: {loss!r} with "
+                "from_logits=False. Pass from_logits=True.")
+        reduction = getattr(loss, "reduction", None)
+        if self.loss_reduction == "sum" and reduction is not None and reduction != "sum":
+            raise ValueError(
+                "With loss_reduction='sum' the compiled task loss must also sum over the batch. Received: "
+                f"a loss with reduction={reduction!r}. Compile with "
+                "keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction='sum').")
+
+    # -- serialization --------------------------------------------------------------------------------
+
+    def get_config(self):
+        s = self._robust_settings
+        name = self.objective.name
+        if objectives.OBJECTIVES.get(name) is not self.objective:
+            raise ValueError(
+                f"Objective {name!r} is not the registered row of that name, so it cannot be saved by name. "
+                "Register it with objectives.register(...) before saving.")
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "model": keras.saving.serialize_keras_object(self.model),
+            "objective": name,
+            "weights": {k: float(keras.ops.convert_to_numpy(v)) for k, v in self.regularizer_weights.items()},
+            "epsilon": s["epsilon"],
+            "step_size": s["step_size"],
+            "attack_steps": s["attack_steps"],
+            "random_start": s["random_start"],
+            "ig_steps": s["ig_steps"],
+            "inner_ig_steps": s["inner_ig_steps"],
+            "ig_method": s["ig_method"],
+            "surrogate_beta": 0.0 if s["surrogate_beta"] is None else s["surrogate_beta"],
+            "loss_reduction": self.loss_reduction,
+            "ig_batch_size": s["ig_batch_size"],
+            "seed": self.seed,
+            "inner_weight": s["inner_weight"],
+            "top_k": s["top_k"],
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(config.pop("model"), custom_objects=custom_objects)
+        return cls(model, **config)
