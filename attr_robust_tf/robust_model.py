@@ -238,6 +238,8 @@ class RobustModel(keras.Model):
             x_task, y_pred, task_loss, loss = self._robust_objective(x, y, sample_weight, training=True)
             scaled = self.optimizer.scale_loss(loss)  # mixed-precision safety
         grads = tape.gradient(scaled, self.trainable_variables)
+        # a variable the loss does not reach (e.g. the logit bias under a penalty-only loss) has gradient 0
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.trainable_variables)]
         self.optimizer.apply(grads, self.trainable_variables)
         self._robust_track(task_loss, loss, x)
         return self.compute_metrics(x_task, y, y_pred, sample_weight)
@@ -360,7 +362,8 @@ class RobustModel(keras.Model):
             "trainable": self.trainable,
             "model": keras.saving.serialize_keras_object(self.model),
             "objective": name,
-            "weights": {k: float(keras.ops.convert_to_numpy(v)) for k, v in self.regularizer_weights.items()},
+            # the shortest decimal that round-trips each variable's value (0.3, not 0.30000001192092896)
+            "weights": {k: float(str(keras.ops.convert_to_numpy(v))) for k, v in self.regularizer_weights.items()},
             "epsilon": s["epsilon"],
             "step_size": s["step_size"],
             "attack_steps": s["attack_steps"],

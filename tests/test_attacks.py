@@ -277,7 +277,7 @@ class BadInputTest(testing.TestCase):
 
     def test_probability_outputs_are_detected(self):
         logits = tiny_model()
-        probs = keras.Model(logits.inputs, keras.layers.Softmax()(logits.outputs[0]))
+        probs = keras.Model(logits.inputs[0], keras.layers.Softmax()(logits.outputs[0]))
         attack = AttributionAttack(epsilon=0.1, step_size=0.01, steps=1, k_attack=8, k_eval=8, ig_steps=IG)
         with self.assertRaisesRegex(ValueError, r"`model` must return logits .* look like probabilities"):
             attack(probs, random_images(0, 3), np.zeros(3, np.int32))
@@ -291,23 +291,32 @@ class BadInputTest(testing.TestCase):
 
     def test_subclassed_model_needs_a_surrogate(self):
         class Net(keras.Model):
-            def __init__(self):
+            def __init__(self, activation="relu", layers=None):
                 super().__init__()
                 self.flat = keras.layers.Flatten()
-                self.hidden = keras.layers.Dense(8, activation="relu")
-                self.out = keras.layers.Dense(3)
+                self.hidden, self.out = layers or (keras.layers.Dense(8), keras.layers.Dense(3))
+                self.activation = keras.activations.get(activation)
 
             def call(self, x):
-                return self.out(self.hidden(self.flat(x)))
+                return self.out(self.activation(self.hidden(self.flat(x))))
 
         net = Net()
-        net(random_images(0, 1))
-        attack = AttributionAttack(epsilon=0.1, step_size=0.01, steps=1, k_attack=8, k_eval=8, ig_steps=IG)
+        x = random_images(0, 3)
+        net(x)
+        smooth = Net("softplus", layers=(net.hidden, net.out))  # the same weights, smooth activation
+        attack = AttributionAttack(epsilon=0.1, step_size=0.02, steps=2, k_attack=8, k_eval=8, ig_steps=IG)
         with self.assertRaisesRegex(ValueError, r"Pass `surrogate=` explicitly"):
-            attack(net, random_images(0, 2), np.zeros(2, np.int32))
-        # the ReLU net itself as "surrogate" has a zero input-Hessian: the attack says so
+            attack(net, x, np.zeros(3, np.int32))
+        r = attack(net, x, np.zeros(3, np.int32), surrogate=smooth)
+        self.assertLessEqual(np.abs(r.adversarial_images - x).max(), 0.1 + 1e-6)
+        self.assertGreater(np.abs(r.adversarial_images - x).max(), 0.0)
+
+    def test_zero_attack_gradient_is_reported(self):
+        # black images have all-zero IG maps: no direction to move in, which the attack says
+        attack = AttributionAttack(epsilon=0.1, step_size=0.02, steps=1, k_attack=8, k_eval=8, ig_steps=IG)
         with self.assertWarns(errors.ZeroAttackGradientWarning):
-            attack(net, random_images(0, 2), np.zeros(2, np.int32), surrogate=net)
+            r = attack(tiny_model(), np.zeros((2, 8, 8, 1), np.float32), np.zeros(2, np.int32))
+        self.assertAllEqual(r.adversarial_images, np.zeros((2, 8, 8, 1)))
 
 
 class ConfigTest(testing.TestCase):

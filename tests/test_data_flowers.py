@@ -155,3 +155,19 @@ def test_flower17_tgz_checksum_names_file_and_both_hashes(tmp_path, monkeypatch)
         data.arrays("flower17", "all", data_dir=root, image_size=8)
     for part in (path, expected, fx.md5(bytes(raw)), "17flowers.tgz", "robots.ox.ac.uk"):
         assert part in str(err.value)
+
+
+def test_download_places_checked_files_in_the_cache(tmp_path, monkeypatch):
+    from attr_robust_tf.data import verify as verify_lib
+
+    labels0, setid0 = fx.write_flowers102(tmp_path / "server", monkeypatch)
+    for role, spec in list(verify_lib.FILES["flowers102"].items()):  # official URLs -> local file:// copies
+        monkeypatch.setitem(verify_lib.FILES["flowers102"], role,
+                            type(spec)(spec.filename, spec.md5, spec.size,
+                                       (tmp_path / "server" / spec.filename).as_uri()))
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        data.arrays("flowers102", "test", image_size=8)
+    _, labels = data.arrays("flowers102", "test", image_size=8, download=True)
+    np.testing.assert_array_equal(labels, labels0[setid0["tstid"]])
+    assert sorted(os.listdir(tmp_path / "cache" / "flowers102")) == ["102flowers.tgz", "imagelabels.mat",
+                                                                     "setid.mat"]

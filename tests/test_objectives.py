@@ -179,11 +179,14 @@ def _data():
 class ObjectivesTest(testing.TestCase):
     def setUp(self):
         super().setUp()
-        self._floatx = keras.config.floatx()
+        # keras caches the default dtype policy from floatx: save and restore both
+        self._floatx, self._policy = keras.config.floatx(), keras.config.dtype_policy()
         keras.config.set_floatx("float64")  # float64 trackers and weight variables: tight comparisons
+        keras.config.set_dtype_policy("float64")
 
     def tearDown(self):
         keras.config.set_floatx(self._floatx)
+        keras.config.set_dtype_policy(self._policy)
         super().tearDown()
 
     def _robust(self, name, reduction="mean", **kwargs):

@@ -448,9 +448,10 @@ class AttributionAttack:
             moved = np.concatenate(zero_gradient)
             if not moved.any():
                 warnings.warn(errors.ZeroAttackGradientWarning(
-                    f"AR003: the attack gradient is exactly zero for all {n} images at the first step. A "
-                    "ReLU network has a zero input-Hessian; pass a smooth `surrogate=` (the default is "
-                    "softplus_surrogate(model))."), stacklevel=2)
+                    f"AR003: the attack gradient is exactly zero for all {n} images at the first step, so "
+                    "the attack cannot move: the maps are all zero (e.g. black images), or the surrogate's "
+                    "map does not depend on the input. Use the default smooth surrogate "
+                    "(softplus_surrogate(model)) rather than a ReLU network."), stacklevel=2)
         if not parts:
             empty = np.zeros((0,), np.float32)
             return AttackResult(np.zeros((0,) + image_shape, np.float32), np.zeros((0, h, w), np.float32),

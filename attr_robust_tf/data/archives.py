@@ -3,8 +3,8 @@ archive root, so `GTSRB/Final_Test/Images/00000.ppm` means the same file in the 
 import hashlib
 import os
 import tarfile
-import zlib
 import zipfile
+import zlib
 
 from attr_robust_tf.data import images as images_lib
 

@@ -1,6 +1,5 @@
 """What every dataset is: class names, default image shape, splits and their sizes (data.md §1–§5)."""
 import dataclasses
-import types
 
 from attr_robust_tf.data import flowers, gtsrb
 from attr_robust_tf.data import verify as verify_lib
@@ -50,8 +49,8 @@ class DatasetInfo:
     class_names: tuple
     num_classes: int
     image_shape: tuple
-    splits: types.MappingProxyType
-    part_of: types.MappingProxyType
+    splits: dict
+    part_of: dict
     homepage: str
     files: tuple
 
@@ -60,8 +59,7 @@ def _info(name, title, classes, shape, splits, homepage, roles=None):
     files = verify_lib.FILES[name]
     names = tuple(files[r].filename for r in (roles or files))
     return DatasetInfo(name, title, tuple(classes), len(classes), shape,
-                       types.MappingProxyType({k: v[0] for k, v in splits.items()}),
-                       types.MappingProxyType({k: v[1] for k, v in splits.items()}), homepage, names)
+                       {k: v[0] for k, v in splits.items()}, {k: v[1] for k, v in splits.items()}, homepage, names)
 
 
 # data.md §1.7: validation = official training images 0–4,999, train = 5,000–59,999.

@@ -2,6 +2,8 @@
 this machine kind, a previous download in the cache folder, and the official URLs only with `download=True`."""
 import os
 
+from attr_robust_tf.data import cache
+
 ENV_DATA = "ATTR_ROBUST_DATA"
 
 # Folder names accepted for a dataset below a root ($ATTR_ROBUST_DATA/<folder>/ or data_dir/<folder>/).
@@ -23,8 +25,6 @@ class Roots:
     """The candidate roots for one dataset, each with a label saying where it came from."""
 
     def __init__(self, name, data_dir=None, cache_dir=None):
-        from attr_robust_tf.data import cache
-
         self.name = name
         self.explicit = data_dir is not None
         if self.explicit:
@@ -37,9 +37,15 @@ class Roots:
         self.looked = []  # (path, label) pairs, for the error message
 
     def folders(self, root):
-        """The folders below `root` that may hold the dataset: the root itself, then its dataset folders."""
-        out = [root] + [os.path.join(root, sub) for sub in FOLDERS[self.name]]
-        return [p for p in out if os.path.isdir(p)]
+        """The folders that may hold the dataset: `data_dir` itself, then the dataset's folders below the root
+        (only those for $ATTR_ROBUST_DATA, which holds one folder per dataset)."""
+        out = [root] if self.explicit else []
+        out += [os.path.join(root, sub) for sub in FOLDERS[self.name]]
+        seen = []
+        for p in out:
+            if os.path.isdir(p) and os.path.realpath(p) not in [os.path.realpath(q) for q in seen]:
+                seen.append(p)
+        return seen
 
     def note(self, path, label):
         self.looked.append((path, label))

@@ -21,12 +21,18 @@ def workers():
 
 
 def parallel_map(fn, items):
-    """`[fn(x) for x in items]` on a thread pool, in order; the first exception propagates."""
+    """`[fn(x) for x in items]` on a thread pool, in order; the first exception propagates.
+
+    Items go to the threads in chunks: one future per image costs as much as decoding a small PPM.
+    """
     items = list(items)
-    if len(items) < 64:
+    n_workers = workers()
+    if len(items) < 64 or n_workers == 1:
         return [fn(x) for x in items]
-    with concurrent.futures.ThreadPoolExecutor(workers()) as pool:
-        return list(pool.map(fn, items))
+    size = max(16, -(-len(items) // (4 * n_workers)))
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    with concurrent.futures.ThreadPoolExecutor(n_workers) as pool:
+        return [y for chunk in pool.map(lambda c: [fn(x) for x in c], chunks) for y in chunk]
 
 
 def decode(data, where, *, mode="RGB", box=None, size=None, resample="lanczos", expected_size=None):

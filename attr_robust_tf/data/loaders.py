@@ -1,4 +1,6 @@
 """The public entry points: `arrays` (NumPy), `load` (`tf.data`), `info`, `synthetic` (data.md §6)."""
+import dataclasses
+import difflib
 import logging
 import os
 
@@ -18,7 +20,8 @@ def info(name):
         >>> info("mnist").splits["train"]
         55000
     """
-    return _checks.lookup("dataset", name, catalog.DATASETS)
+    meta = _checks.lookup("dataset", name, catalog.DATASETS)
+    return dataclasses.replace(meta, splits=dict(meta.splits), part_of=dict(meta.part_of))  # callers may edit
 
 
 def clear_cache(*, disk=False, cache_dir=None):
@@ -44,9 +47,12 @@ def _image_size(image_size, default):
     return (int(image_size[0]), int(image_size[1]))
 
 
-def _check_options(split, meta, limit, offset, resample, crop_roi, name):
-    if split not in meta.splits:
-        _checks.did_you_mean(f"split of {name!r}", split, meta.splits)
+def _check_options(split, meta, limit, offset, resample, crop_roi, split_seed, name):
+    if not isinstance(split, str) or split not in meta.splits:
+        close = difflib.get_close_matches(str(split), list(meta.splits), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"`split` must be one of {', '.join(meta.splits)} for {name!r}. Received: "
+                         f"split={split!r}.{hint}")
     if limit is not None:
         _checks.check_positive_int(limit, "limit")
     _checks.check_positive_int(offset, "offset", minimum=0)
@@ -56,6 +62,11 @@ def _check_options(split, meta, limit, offset, resample, crop_roi, name):
     if crop_roi and name != "gtsrb":
         raise ValueError(f"`crop_roi` applies only to 'gtsrb' (its CSVs give the sign ROI). Received: "
                          f"crop_roi=True with name={name!r}.")
+    if split_seed is not None:
+        if name != "flower17":
+            raise ValueError(f"`split_seed` applies only to 'flower17' (its seeded 72/8 protocol). Received: "
+                             f"split_seed={split_seed!r} with name={name!r}.")
+        _checks.check_positive_int(split_seed, "split_seed", minimum=0)
 
 
 def _locate(name, part, roots, download, verify, cache_dir):
@@ -156,7 +167,7 @@ def arrays(name, split, *, data_dir=None, image_size=None, limit=None, offset=0,
         ValueError: a corrupt, truncated or unofficial file (naming the file), or a bad argument.
     """
     meta = info(name)
-    _check_options(split, meta, limit, offset, resample, crop_roi, name)
+    _check_options(split, meta, limit, offset, resample, crop_roi, split_seed, name)
     size = _image_size(image_size, meta.image_shape[:2])
     part = meta.part_of[split]
     roots = discovery.Roots(name, data_dir, cache_dir)
@@ -166,11 +177,7 @@ def arrays(name, split, *, data_dir=None, image_size=None, limit=None, offset=0,
         settings["crop_roi"] = crop_roi
     decoded = _decode(name, source, part, settings, verify, cache_dir)
     index = _select(name, split, source, decoded, split_seed)
-    images, labels = decoded["images"], decoded["labels"]
-    if isinstance(index, slice):
-        images, labels = images[index], labels[index]
-    else:
-        images, labels = images[index], labels[index]
+    images, labels = decoded["images"][index], decoded["labels"][index]  # a view for slices, a copy otherwise
     total = len(labels)
     if offset > total:
         raise ValueError(f"`offset` must be <= {total:,}, the size of split {split!r} of {name!r}. Received: "

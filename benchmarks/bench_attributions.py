@@ -1,0 +1,157 @@
+"""Integrated-gradients throughput against tf-explain, and Kendall's τ per map against SciPy.
+
+  .venv/bin/python benchmarks/bench_attributions.py [--images=16] [--steps=50] [--repeats=5] [--batches=4]
+
+IG: `integrated_gradients` versus tf-explain's raw IG computation (`generate_interpolations` +
+`get_integrated_gradients`, the two steps before its picture rendering; stack.md §3) on the same Keras CNN
+(the RAR MNIST CNN of method.md §8.3, randomly initialised: the cost does not depend on the weights or the
+pixel values) at MNIST size (28×28×1, 10 classes) and GTSRB size (32×32×3, 43 classes), 50 path points.
+Two workloads:
+
+* one class for the whole batch, the only case tf-explain's API covers in one call; each side traced
+  once before timing, median of `--repeats` calls;
+* one target per image (evaluation: each image's own label), over a stream of `--batches` batches with
+  random labels. tf-explain takes one Python-int class per call, so it is called once per distinct class
+  on just the images of that class (the least work it can do); a new (class, group size) pair retraces
+  its `tf.function`, which is part of its cost.
+
+The floor is `steps` × (one forward + input-gradient pass over the batch), measured as a compiled
+function in the same run. Kendall: per-map time of `metrics.kendall_tau` on a batch of 128×128 maps
+(Flower size, 16,384 pixels) versus `scipy.stats.kendalltau` called per map. The last line prints the
+ratios measured in this run.
+"""
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from scipy import stats  # noqa: E402
+from tf_explain.core.integrated_gradients import IntegratedGradients  # noqa: E402
+
+from attr_robust_tf import integrated_gradients, metrics, models  # noqa: E402
+
+
+def median_seconds(fn, repeats):
+    fn()  # trace / warm up outside the timing
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def tf_explain_ig(model, images, class_index, steps):
+    """tf-explain's raw computation: the mean logit gradient over the path, without the (x − x₀) factor."""
+    path = IntegratedGradients.generate_interpolations(images, steps)
+    return IntegratedGradients.get_integrated_gradients(path, model, class_index, steps).numpy()
+
+
+def tf_explain_per_label(model, images, labels, steps):
+    """One call per distinct class, on the images of that class only."""
+    out = np.zeros(images.shape, np.float32)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        out[rows] = tf_explain_ig(model, images[rows], int(c), steps)
+    return out
+
+
+def floor_seconds(model, images, repeats):
+    """One forward + input-gradient pass over the batch, compiled."""
+    @tf.function(input_signature=[tf.TensorSpec((None,) + images.shape[1:])])
+    def grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(model(x, training=False)[:, 0])
+        return tape.gradient(total, x)
+
+    x = tf.constant(images)
+    return median_seconds(lambda: grad(x).numpy(), repeats)
+
+
+def bench_ig(name, shape, classes, args, rng):
+    keras.utils.set_random_seed(0)
+    model = models.mnist_cnn(shape, classes)
+    n, steps = args.images, args.steps
+    images = rng.uniform(0.0, 1.0, (n,) + shape).astype(np.float32)
+    same = np.zeros(n, np.int32)
+
+    ours = median_seconds(lambda: integrated_gradients(model, images, same, steps=steps).numpy(), args.repeats)
+    theirs = median_seconds(lambda: tf_explain_ig(model, images, 0, steps), args.repeats)
+
+    def taped():
+        with tf.GradientTape():  # a recording tape: the plain, twice-differentiable path
+            return integrated_gradients(model, images, same, steps=steps).numpy()
+
+    plain = median_seconds(taped, max(1, args.repeats // 2))
+    floor = steps * floor_seconds(model, images, args.repeats)
+
+    # a stream of batches with one label per image; the first batch warms both sides up
+    batches = [rng.integers(0, classes, n).astype(np.int32) for _ in range(args.batches + 1)]
+    integrated_gradients(model, images, batches[0], steps=steps)
+    tf_explain_per_label(model, images, batches[0], steps)
+    start = time.perf_counter()
+    for labels in batches[1:]:
+        integrated_gradients(model, images, labels, steps=steps).numpy()
+    ours_labels = (time.perf_counter() - start) / args.batches
+    start = time.perf_counter()
+    for labels in batches[1:]:
+        tf_explain_per_label(model, images, labels, steps)
+    theirs_labels = (time.perf_counter() - start) / args.batches
+
+    rate = lambda seconds: n / seconds  # noqa: E731
+    print(f"{name} {shape}, {classes} classes, {n} images x {steps} path points:")
+    print(f"  one class per batch: ours {rate(ours):8.1f} images/s | tf-explain {rate(theirs):8.1f} images/s "
+          f"| ours under a recording tape (plain path) {rate(plain):8.1f} images/s")
+    print(f"  floor, {steps} x (forward + input gradient of {n} images): {rate(floor):8.1f} images/s; "
+          f"ours reaches {floor / ours:.2f} of it, tf-explain {floor / theirs:.2f}")
+    print(f"  one label per image ({args.batches} batches): ours {rate(ours_labels):8.1f} images/s | "
+          f"tf-explain {rate(theirs_labels):8.1f} images/s")
+    return {f"{name} one class": theirs / ours, f"{name} per-image labels": theirs_labels / ours_labels}
+
+
+def bench_kendall(args, rng):
+    p = 128 * 128
+    n = args.maps
+    continuous = rng.random((n, p)).astype(np.float32)
+    continuous_adv = (continuous + rng.normal(scale=0.5, size=(n, p))).astype(np.float32)
+    # zero-baseline IG maps: many exact zeros, so heavy ties (method.md §3)
+    ties = np.where(rng.random((n, p)) < 0.6, 0.0, rng.integers(1, 20, (n, p))).astype(np.float32)
+    ties_adv = np.where(rng.random((n, p)) < 0.6, 0.0, ties + rng.integers(0, 3, (n, p))).astype(np.float32)
+    ratios = {}
+    for name, (a, b) in (("continuous", (continuous, continuous_adv)), ("tied", (ties, ties_adv))):
+        ours = median_seconds(lambda: metrics.kendall_tau(a, b).numpy(), args.repeats) / n
+        theirs = median_seconds(lambda: [stats.kendalltau(x, y) for x, y in zip(a, b)], args.repeats) / n
+        error = np.max(np.abs(metrics.kendall_tau(a, b).numpy()
+                              - [stats.kendalltau(x, y).statistic for x, y in zip(a, b)]))
+        print(f"kendall tau, {n} maps of {p} pixels, {name}: ours {1e3 * ours:.2f} ms/map | "
+              f"scipy {1e3 * theirs:.2f} ms/map | max |difference| {error:.1e}")
+        ratios[f"kendall {name}"] = theirs / ours
+    return ratios
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=16, help="images per batch")
+    parser.add_argument("--steps", type=int, default=50, help="IG path points")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median)")
+    parser.add_argument("--batches", type=int, default=4, help="batches in the one-label-per-image stream")
+    parser.add_argument("--maps", type=int, default=16, help="maps per Kendall batch")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    ratios = {}
+    ratios.update(bench_ig("mnist", (28, 28, 1), 10, args, rng))
+    ratios.update(bench_ig("gtsrb", (32, 32, 3), 43, args, rng))
+    ratios.update(bench_kendall(args, rng))
+    print("ratio ours / baseline (images/s or maps/s, same run): "
+          + ", ".join(f"{name} {value:.2f}x" for name, value in ratios.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Flags and runtime setup shared by the config-driven tools (style.md §7).
+
+Flags are defined inside `define_common_flags()`, never at import, so importing this module (or the library)
+registers nothing and cannot raise `DuplicateFlagError`.
+"""
+import sys
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def define_common_flags():
+    """--config (a configs/ file, `:arg` variant, `--config.a.b=value` overrides), --workdir, --strategy."""
+    config_flags.DEFINE_config_file(
+        "config", None, "Experiment config file, e.g. configs/fmnist_sarkar2021.py:cpu; override fields with "
+        "--config.lr=1e-3 or --config.robust.weights.cacr=0.2.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Output folder: config.json, checkpoints/, metrics.csv, tb/, model.keras.")
+    flags.DEFINE_enum("strategy", None, STRATEGIES,
+                      "tf.distribute strategy; overrides config.runtime.strategy.")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
+def parse_flags(argv):
+    """`app.run` flags parser: a mistyped `--config.` key prints the did-you-mean and exits 1, no traceback."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        message = str(error)
+    except (KeyError, AttributeError) as error:  # ml_collections: an override names a key that does not exist
+        text = " ".join(str(error.args[0] if error.args else error).split("\n"))
+        overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+        message = f"Unknown config key in {', '.join(overrides)}: {text}"
+    sys.stderr.write(f"FATAL Flags parsing error: {message}\nPass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
+
+
+def setup_runtime(config):
+    """Runs first in a tool: logical CPUs (before any TF op), determinism, seeds, logging; returns the strategy.
+
+    `config.runtime.logical_cpus` splits the CPU into that many devices for `MirroredStrategy` on a machine
+    without GPUs; `runtime.deterministic` turns on TF's deterministic ops, so a resumed run repeats the
+    uninterrupted one bit for bit.
+    """
+    import keras
+    import tensorflow as tf
+
+    from attr_robust_tf import distribute
+
+    logging.set_verbosity(logging.INFO)  # our progress messages
+    tf.get_logger().setLevel("WARNING")  # but not TF's per-step INFO lines (cross-device reductions)
+    runtime = config.runtime
+    if runtime.strategy == "mirrored" and runtime.logical_cpus and not tf.config.list_physical_devices("GPU"):
+        distribute.configure_logical_cpus(runtime.logical_cpus)
+    keras.utils.set_random_seed(config.seed)
+    if runtime.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = distribute.make_strategy(runtime.strategy)
+    logging.info("Strategy %s with %d replica(s).", runtime.strategy, strategy.num_replicas_in_sync)
+    return strategy

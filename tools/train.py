@@ -1,0 +1,45 @@
+"""Train a model from a config; rerunning the same command resumes an interrupted run (docs/configs.md).
+
+  python tools/train.py --config=configs/fmnist_sarkar2021.py:cpu --workdir=runs/x
+  python tools/train.py --config=configs/tiny.py:madry --workdir=runs/t --config.lr=1e-3 --strategy=mirrored
+
+Writes <workdir>/config.json first, then checkpoints/ after every epoch, metrics.csv, tb/ (TensorBoard) and
+finally model.keras. After a crash or `kill -9`, the same command continues from the last finished epoch and
+ends with the weights of an uninterrupted run. --overwrite starts over.
+"""
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/common.py when run as a script
+
+import common  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    common.define_common_flags()
+    flags.DEFINE_bool("overwrite", False, "Delete the workdir's previous run instead of resuming it.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = FLAGS.config
+    if FLAGS.strategy:
+        config.runtime.strategy = FLAGS.strategy
+
+    from attr_robust_tf import config_utils, experiment
+
+    config_utils.validate(config)  # config mistakes fail here, before TensorFlow starts any work
+    if os.path.isfile(FLAGS.workdir):
+        raise app.UsageError(f"`--workdir` must be a folder. Received: --workdir={FLAGS.workdir} (a file).")
+    strategy = common.setup_runtime(config)
+    experiment.run_train(config, FLAGS.workdir, strategy, overwrite=FLAGS.overwrite)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main, flags_parser=common.parse_flags)
