@@ -92,12 +92,12 @@ def format_markdown(report):
         lines.append(
             f"Attack metrics: means over the {headline['topk']['n']} correctly classified images for which the "
             "attack found a label-preserving iterate, with 95 % percentile-bootstrap intervals in brackets "
-            f"({p['bootstrap_samples']} resamples). The {report.num_failed} images without one are counted in "
+            f"({p['bootstrap_samples']} resamples). Images without one ({report.num_failed}) are counted in "
             "the last column and left out of the means.")
     else:
         lines.append(
-            f"Attack metrics: means over all {report.num_attacked} correctly classified images; the "
-            f"{report.num_failed} without a label-preserving iterate are scored (1, 1, 1) as in the reference "
+            f"Attack metrics: means over all {report.num_attacked} correctly classified images; those without "
+            f"a label-preserving iterate ({report.num_failed}) are scored (1, 1, 1) as in the reference "
             "code (method.md §9 quirk 1). 95 % percentile-bootstrap intervals in brackets.")
     undefined = {k: v for k, v in headline["num_undefined"].items() if v}
     if undefined:

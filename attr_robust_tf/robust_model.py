@@ -99,7 +99,10 @@ class RobustModel(keras.Model):
       **kwargs: forwarded to `keras.Model` (e.g. `name`).
 
     `None` means the objective row's default (objectives.py). Every term is logged as a metric:
-    `loss` (total), `ce` (the compiled task loss) and one per regularizer (its unweighted batch mean).
+    `loss` (total), `ce` (the compiled task loss) and one per regularizer (its unweighted batch mean);
+    compiled metrics see the task input (x′ for `madry`, `ig_sum_norm`, `art`, `sarkar2021`).
+    `compile()` is Keras' own: pass `jit_compile=False` explicitly (XLA is about 2× slower on CPU and fails
+    under MirroredStrategy on logical CPUs, stack.md §5; Keras' "auto" turns it on for single GPUs).
 
     Example:
       >>> robust = RobustModel(models.tiny_cnn(), "ig_norm", ig_steps=4, inner_ig_steps=2, attack_steps=2)

@@ -36,14 +36,17 @@ from tf_explain.core.integrated_gradients import IntegratedGradients  # noqa: E4
 from attr_robust_tf import integrated_gradients, metrics, models  # noqa: E402
 
 
-def median_seconds(fn, repeats):
-    fn()  # trace / warm up outside the timing
-    times = []
+def median_seconds(fns, repeats):
+    """{name: median wall seconds}. The functions run in turn, so load from other processes hits all alike."""
+    for fn in fns.values():
+        fn()  # trace / warm up outside the timing
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def tf_explain_ig(model, images, class_index, steps):
@@ -61,17 +64,16 @@ def tf_explain_per_label(model, images, labels, steps):
     return out
 
 
-def floor_seconds(model, images, repeats):
-    """One forward + input-gradient pass over the batch, compiled."""
-    @tf.function(input_signature=[tf.TensorSpec((None,) + images.shape[1:])])
+def input_gradient_fn(model, shape):
+    """Compiled forward + input-gradient pass of a batch: the unit of work of every IG path point."""
+    @tf.function(input_signature=[tf.TensorSpec((None,) + shape)])
     def grad(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             total = tf.reduce_sum(model(x, training=False)[:, 0])
         return tape.gradient(total, x)
 
-    x = tf.constant(images)
-    return median_seconds(lambda: grad(x).numpy(), repeats)
+    return grad
 
 
 def bench_ig(name, shape, classes, args, rng):
@@ -80,39 +82,47 @@ def bench_ig(name, shape, classes, args, rng):
     n, steps = args.images, args.steps
     images = rng.uniform(0.0, 1.0, (n,) + shape).astype(np.float32)
     same = np.zeros(n, np.int32)
-
-    ours = median_seconds(lambda: integrated_gradients(model, images, same, steps=steps).numpy(), args.repeats)
-    theirs = median_seconds(lambda: tf_explain_ig(model, images, 0, steps), args.repeats)
+    grad = input_gradient_fn(model, shape)
+    batch = tf.constant(images)
+    all_points = tf.constant(np.repeat(images, steps, axis=0))  # n·steps images, as one batch
 
     def taped():
         with tf.GradientTape():  # a recording tape: the plain, twice-differentiable path
             return integrated_gradients(model, images, same, steps=steps).numpy()
 
-    plain = median_seconds(taped, max(1, args.repeats // 2))
-    floor = steps * floor_seconds(model, images, args.repeats)
+    t = median_seconds({
+        "ours": lambda: integrated_gradients(model, images, same, steps=steps).numpy(),
+        "tf-explain": lambda: tf_explain_ig(model, images, 0, steps),
+        "taped": taped,
+        "pass": lambda: grad(batch).numpy(),
+        "one batch": lambda: grad(all_points).numpy(),
+    }, args.repeats)
+    floor = steps * t["pass"]
 
     # a stream of batches with one label per image; the first batch warms both sides up
     batches = [rng.integers(0, classes, n).astype(np.int32) for _ in range(args.batches + 1)]
     integrated_gradients(model, images, batches[0], steps=steps)
     tf_explain_per_label(model, images, batches[0], steps)
-    start = time.perf_counter()
-    for labels in batches[1:]:
+    ours_labels = theirs_labels = 0.0
+    for labels in batches[1:]:  # in turn, as in median_seconds
+        start = time.perf_counter()
         integrated_gradients(model, images, labels, steps=steps).numpy()
-    ours_labels = (time.perf_counter() - start) / args.batches
-    start = time.perf_counter()
-    for labels in batches[1:]:
+        ours_labels += (time.perf_counter() - start) / args.batches
+        start = time.perf_counter()
         tf_explain_per_label(model, images, labels, steps)
-    theirs_labels = (time.perf_counter() - start) / args.batches
+        theirs_labels += (time.perf_counter() - start) / args.batches
 
     rate = lambda seconds: n / seconds  # noqa: E731
     print(f"{name} {shape}, {classes} classes, {n} images x {steps} path points:")
-    print(f"  one class per batch: ours {rate(ours):8.1f} images/s | tf-explain {rate(theirs):8.1f} images/s "
-          f"| ours under a recording tape (plain path) {rate(plain):8.1f} images/s")
-    print(f"  floor, {steps} x (forward + input gradient of {n} images): {rate(floor):8.1f} images/s; "
-          f"ours reaches {floor / ours:.2f} of it, tf-explain {floor / theirs:.2f}")
-    print(f"  one label per image ({args.batches} batches): ours {rate(ours_labels):8.1f} images/s | "
-          f"tf-explain {rate(theirs_labels):8.1f} images/s")
-    return {f"{name} one class": theirs / ours, f"{name} per-image labels": theirs_labels / ours_labels}
+    print(f"  one class per batch: ours {rate(t['ours']):7.1f} images/s | tf-explain {rate(t['tf-explain']):7.1f} "
+          f"images/s | ours under a recording tape (plain path) {rate(t['taped']):7.1f} images/s")
+    print(f"  floor {steps} x (forward + input gradient of {n} images): {rate(floor):7.1f} images/s "
+          f"(ours {floor / t['ours']:.2f}x it, tf-explain {floor / t['tf-explain']:.2f}x); one such pass over all "
+          f"{n * steps} path points as one batch: {rate(t['one batch']):7.1f} images/s "
+          f"(ours {t['one batch'] / t['ours']:.2f}x it, tf-explain {t['one batch'] / t['tf-explain']:.2f}x)")
+    print(f"  one label per image ({args.batches} batches): ours {rate(ours_labels):7.1f} images/s | "
+          f"tf-explain {rate(theirs_labels):7.1f} images/s")
+    return {f"{name} one class": t["tf-explain"] / t["ours"], f"{name} per-image labels": theirs_labels / ours_labels}
 
 
 def bench_kendall(args, rng):
@@ -125,8 +135,9 @@ def bench_kendall(args, rng):
     ties_adv = np.where(rng.random((n, p)) < 0.6, 0.0, ties + rng.integers(0, 3, (n, p))).astype(np.float32)
     ratios = {}
     for name, (a, b) in (("continuous", (continuous, continuous_adv)), ("tied", (ties, ties_adv))):
-        ours = median_seconds(lambda: metrics.kendall_tau(a, b).numpy(), args.repeats) / n
-        theirs = median_seconds(lambda: [stats.kendalltau(x, y) for x, y in zip(a, b)], args.repeats) / n
+        t = median_seconds({"ours": lambda: metrics.kendall_tau(a, b).numpy(),
+                            "scipy": lambda: [stats.kendalltau(x, y) for x, y in zip(a, b)]}, args.repeats)
+        ours, theirs = t["ours"] / n, t["scipy"] / n
         error = np.max(np.abs(metrics.kendall_tau(a, b).numpy()
                               - [stats.kendalltau(x, y).statistic for x, y in zip(a, b)]))
         print(f"kendall tau, {n} maps of {p} pixels, {name}: ours {1e3 * ours:.2f} ms/map | "

@@ -1,4 +1,4 @@
-"""Builders of small data fixtures in the exact official layouts (data.md §7), and test isolation helpers."""
+"""Builders of small data fixtures in the exact official layouts (data.md §7), and per-test isolation."""
 import csv
 import dataclasses
 import gzip

@@ -294,3 +294,18 @@ def test_mnist_files_given_as_fashion_mnist_are_named(tmp_path, monkeypatch):
     fx.write_idx(tmp_path, fx.make_idx_arrays(), monkeypatch=monkeypatch, dataset="mnist")
     with pytest.raises(data.ChecksumError, match="These are the mnist files, not fashion_mnist's"):
         data.arrays("fashion_mnist", "test", data_dir=tmp_path)
+
+
+def test_download_completes_a_partial_folder(tmp_path, monkeypatch):
+    arrays = fx.make_idx_arrays()
+    server = tmp_path / "server"
+    fx.write_idx(server, arrays, gz=True, monkeypatch=monkeypatch, dataset="fashion_mnist")
+    _serve(monkeypatch, server)
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "t10k-labels-idx1-ubyte.gz").write_bytes((server / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    with pytest.raises(FileNotFoundError, match="holds only part"):
+        data.arrays("fashion_mnist", "test", data_dir=local)
+    _, labels = data.arrays("fashion_mnist", "test", data_dir=local, download=True)  # into data_dir
+    np.testing.assert_array_equal(labels, arrays["test_labels"])
+    assert len(os.listdir(local)) == 4

@@ -54,6 +54,15 @@ class RankCorrelationTest(TestCase):
             self.assertTrue(np.isnan(out[0]))  # a constant map: undefined, as in SciPy
             self.assertAllClose(out[1], 1.0)
 
+    def test_signed_zeros_negative_values_and_dtypes(self):
+        a = np.array([[-0.0, 0.0, -1.5, 2.0, -1e-30, 3e4, -3.0, 0.0, -1.5, 7.0]])
+        b = np.array([[1.0, -0.0, 0.0, 2.0, -2.0, 2.0, -3.0, 5.0, 0.0, -1e-20]])
+        expected = _scipy(stats.kendalltau, a, b)
+        for dtype in ("float16", "float32", "float64", "int64"):
+            x, y = a.astype(dtype), b.astype(dtype)
+            self.assertAllClose(metrics.kendall_tau(x, y), _scipy(stats.kendalltau, x, y), atol=1e-6, msg=dtype)
+        self.assertAllClose(metrics.kendall_tau(a.astype("float32"), b), expected, atol=1e-6)
+
     def test_flower_size_with_and_without_ties(self):
         rng = _rng(2)
         a = rng.random((1, 128 * 128))

@@ -177,6 +177,7 @@ class TuneToolTest(TestCase):
     def _inject(self, tmp_path):
         self.tmp = tmp_path
 
+    @pytest.mark.filterwarnings("ignore:the load_module")  # ml_collections loading the config file
     def test_cli_search_then_train_with_the_overrides(self):
         from absl import flags
         from ml_collections import config_flags

@@ -144,6 +144,8 @@ def locate(name, roots, *, download_ok=False, verify=True, cache_dir=None):
         found, missing = _find(name, folder)
         if found is None:
             continue
+        if missing and download_ok:
+            break  # fetch the missing files (into data_dir or the cache folder)
         if missing:
             raise FileNotFoundError(f"{folder} holds {cfg['title']} images but not {', '.join(missing)}. "
                                     f"Expected:\n{cfg['layout']}\nOfficial source: {cfg['url']}")

@@ -108,7 +108,8 @@ class Source:
 
 
 def _find(folder, part):
-    """(trees, missing) of `part` in `folder`; trees is empty if the folder holds no GTSRB file at all."""
+    """(found, missing) for `part` in `folder`: found maps role -> (kind, path, under); it is None when the
+    folder holds no GTSRB file at all."""
     spec = verify_lib.FILES["gtsrb"]
     found, missing = {}, []
     roles = ("train",) if part == "train" else ("test_images", "test_gt")
@@ -159,6 +160,8 @@ def locate(roots, part, *, download_ok=False, verify=True, cache_dir=None):
         found, missing = _find(folder, part)
         if found is None:
             continue
+        if missing and download_ok:
+            break  # fetch the missing files (into data_dir or the cache folder)
         if missing:
             raise FileNotFoundError(
                 f"{folder} holds GTSRB files but not all of the {part} part: missing {', '.join(missing)}. "

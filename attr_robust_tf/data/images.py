@@ -1,4 +1,4 @@
-"""Decoding and resizing with Pillow, run over a thread pool (Pillow releases the GIL while it decodes/resizes)."""
+"""Decoding and resizing with Pillow, run over a thread pool (Pillow's resampling runs without the GIL)."""
 import concurrent.futures
 import io
 import os

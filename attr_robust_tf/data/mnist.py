@@ -201,10 +201,18 @@ def _idx_files_for(name, folder):
 
 def locate(name, roots, *, download_ok=False, verify=True):
     """The source of `name` ('mnist' or 'fashion_mnist'), searched in discovery order."""
+    def from_folder(folder):
+        try:
+            return _from_folder(name, folder)
+        except FileNotFoundError:  # only some of the four files: an error, unless downloading completes them
+            if not download_ok:
+                raise
+            return None
+
     for root, label in roots.roots:
         roots.note(root, label)
         for folder in _folders(roots, root, name):
-            source = _from_folder(name, folder)
+            source = from_folder(folder)
             if source is not None:
                 return source
     if not roots.explicit:
@@ -216,14 +224,14 @@ def locate(name, roots, *, download_ok=False, verify=True):
         else:
             roots.note(FASHION_MNIST_SYSTEM_DIR, "offline source: Debian dataset-fashion-mnist")
             if os.path.isdir(FASHION_MNIST_SYSTEM_DIR):
-                source = _from_folder(name, FASHION_MNIST_SYSTEM_DIR)
+                source = from_folder(FASHION_MNIST_SYSTEM_DIR)
                 if source is not None:
                     return source
     target = roots.roots[0][0] if roots.explicit else roots.download_dir
     if not roots.explicit:
         roots.note(target, "previous download")
         if os.path.isdir(target):
-            source = _from_folder(name, target)
+            source = from_folder(target)
             if source is not None:
                 return source
     if download_ok:
