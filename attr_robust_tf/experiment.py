@@ -307,7 +307,7 @@ def run_train(config, workdir, strategy=None, *, overwrite=False, verbose=1):
         logging.info("Training %s (%s) for epochs %d..%d, %d steps each, in %s.", config.robust.objective,
                      config.model.name, initial_epoch + 1, epochs, steps, workdir)
         model.fit(train, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                  validation_data=validation, callbacks=callbacks, verbose=verbose)
+                  validation_data=validation, callbacks=callbacks, verbose=verbose, shuffle=False)
         losses = model.history.history.get("loss", [])
         bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
         if bad:

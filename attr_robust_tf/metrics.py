@@ -78,18 +78,25 @@ def topk_intersection(clean_map, adv_map, k):
 # Kendall's τ-b (method.md §6.2): exact, O(P log P) per map, batched over N
 # ------------------------------------------------------------------------------------------------
 
-def _run_starts(s):
-    """For rows sorted ascending (N, P): the index of the first entry equal to each entry (int32)."""
-    idx = np.arange(s.shape[1], dtype=np.int32)
+def _new_runs(s):
+    """(N, P) bool: True where a row sorted ascending starts a run of equal values."""
     new = np.empty(s.shape, bool)
     new[:, 0] = True
     np.not_equal(s[:, 1:], s[:, :-1], out=new[:, 1:])
-    return np.maximum.accumulate(np.where(new, idx, 0), axis=1)
+    return new
 
 
-def _tied_pairs(first):
-    """Σ_t t(t−1)/2 over tie groups, from `_run_starts` of a sorted row: Σ_i (i − first_i)."""
-    return (np.arange(first.shape[1], dtype=np.int64) - first).sum(axis=1)
+def _tied_pairs(new):
+    """Σ_t t(t−1)/2 over the runs of equal values marked by `_new_runs`, per row: (N,) int64."""
+    n, p = new.shape
+    starts = np.flatnonzero(new)  # flat positions; every row starts a run
+    lengths = np.diff(starts, append=n * p)
+    return np.bincount(starts // p, weights=lengths * (lengths - 1) // 2, minlength=n).astype(np.int64)
+
+
+def _dense_ranks(new):
+    """Ranks 1, 2, … of the runs marked by `_new_runs` (ties share one), in sorted order: int32."""
+    return np.cumsum(new, axis=1, dtype=np.int32)
 
 
 def _sort_with_order(x):
@@ -147,17 +154,18 @@ def _inversions(v):
 def _kendall_rows(a, b):
     n, p = a.shape
     sorted_a, order_a = _sort_with_order(a)
-    first_a = _run_starts(sorted_a)  # rank of a (entries strictly smaller), in a-sorted order
+    runs_a = _new_runs(sorted_a)
     sorted_b, order_b = _sort_with_order(b)
-    first_b = _run_starts(sorted_b)
-    rank_b = np.empty((n, p), np.int32)  # rank of b, in original order
-    np.put_along_axis(rank_b, order_b, first_b, axis=1)
-    # lexicographic (a, b) order: sort (rank_a, rank_b) packed into one int64 (ranks < 2**31)
-    keys = np.sort((first_a.astype(np.int64) << 32) | np.take_along_axis(rank_b, order_a, axis=1), axis=1)
+    runs_b = _new_runs(sorted_b)
+    rank_b = np.empty((n, p), np.int32)  # dense rank of b, in original order
+    np.put_along_axis(rank_b, order_b, _dense_ranks(runs_b), axis=1)
+    # lexicographic (a, b) order: one sort of (rank_a, rank_b) packed into int64 (ranks ≤ P < 2**31)
+    keys = np.sort((_dense_ranks(runs_a).astype(np.int64) << 32)
+                   | np.take_along_axis(rank_b, order_a, axis=1), axis=1)
     n0 = p * (p - 1) // 2
-    n1, n2 = _tied_pairs(first_a), _tied_pairs(first_b)
-    n3 = _tied_pairs(_run_starts(keys))
-    nd = _inversions(keys & 0xFFFFFFFF)
+    n1, n2 = _tied_pairs(runs_a), _tied_pairs(runs_b)
+    n3 = _tied_pairs(_new_runs(keys))
+    nd = _inversions((keys & 0xFFFFFFFF) - 1)  # b's ranks 0..P−1 in (a, b) order
     with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 → NaN for a constant map, as SciPy
         num = (n0 - n1 - n2 + n3 - 2 * nd).astype(np.float64)
         return num / (np.sqrt((n0 - n1).astype(np.float64)) * np.sqrt((n0 - n2).astype(np.float64)))
@@ -173,7 +181,6 @@ def kendall_tau_b(a, b):
     a, b = np.asarray(a), np.asarray(b)
     if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
         a, b = a.astype(np.float64), b.astype(np.float64)
-    a, b = a + a.dtype.type(0.0), b + b.dtype.type(0.0)  # + 0.0 turns −0.0 into +0.0 (they compare equal)
     rows = max(1, _CHUNK // max(1, a.shape[1]))  # a few maps at a time stay in cache
     return np.concatenate([np.zeros(0)] + [_kendall_rows(a[i:i + rows], b[i:i + rows])
                                            for i in range(0, a.shape[0], rows)])

@@ -23,6 +23,12 @@ __all__ = ["RobustModel"]
 REDUCTIONS = ("mean", "sum")
 
 
+def _multi_worker(strategy):
+    """True for a MultiWorkerMirroredStrategy with replicas on more than this worker."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices))
+
+
 class _Untracked:
     """Holds an object out of Keras' attribute tracking (the surrogate shares the model's layers)."""
 
@@ -245,13 +251,13 @@ class RobustModel(keras.Model):
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.trainable_variables)]
         self.optimizer.apply(grads, self.trainable_variables)
         self._robust_track(task_loss, loss, x)
-        return self.compute_metrics(x_task, y, y_pred, sample_weight)
+        return self._robust_outputs(self.compute_metrics(x_task, y, y_pred, sample_weight))
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x_task, y_pred, task_loss, loss = self._robust_objective(x, y, sample_weight, training=False)
         self._robust_track(task_loss, loss, x)
-        return self.compute_metrics(x_task, y, y_pred, sample_weight)
+        return self._robust_outputs(self.compute_metrics(x_task, y, y_pred, sample_weight))
 
     def _robust_objective(self, x, y, sample_weight, training):
         """(x_task, y_pred, task_loss, total loss): the row's objective on one batch, reduced once."""
@@ -350,6 +356,33 @@ class RobustModel(keras.Model):
                 "With loss_reduction='sum' the compiled task loss must also sum over the batch. Received: "
                 f"a loss with reduction={reduction!r}. Compile with "
                 "keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction='sum').")
+
+    # -- MultiWorkerMirroredStrategy under Keras 3 (keras-team/keras#20585) ------------------------------
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Builds from one local replica's batch under multi-worker training.
+
+        Keras reduces the first (x, y) batch across replicas with `strategy.reduce`, which rejects a nested
+        structure under MultiWorkerMirroredStrategy; only the shapes are used, and the local batch has them.
+        """
+        strategy = self._distribute_strategy
+        if iterator is None or not _multi_worker(strategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], next(it))
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def _robust_outputs(self, logs):
+        """Step outputs with a length-1 axis under multi-worker training, else unchanged.
+
+        Keras averages step outputs across workers with `strategy.reduce("MEAN", v, axis=0)`, which needs an
+        axis to reduce; the reduced value is a scalar again.
+        """
+        if _multi_worker(tf.distribute.get_strategy()):
+            return tf.nest.map_structure(lambda v: tf.reshape(v, [1]), logs)
+        return logs
 
     # -- serialization --------------------------------------------------------------------------------
 

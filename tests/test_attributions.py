@@ -1,4 +1,7 @@
 """Attributions against independent oracles: closed forms, quadrature identities, tf-explain, finite differences."""
+import gc
+import weakref
+
 import keras
 import numpy as np
 import pytest
@@ -325,7 +328,7 @@ class BatchingTest(TestCase):
 
     def test_batch_size_chunking_is_invariant(self):
         full = integrated_gradients(self.model, self.x, self.t, steps=6)
-        for batch_size in (1, 7, 29, 1000):
+        for batch_size in (7, 29, 1000):  # uneven last chunk, several chunks, one chunk
             self.assertAllClose(integrated_gradients(self.model, self.x, self.t, steps=6, batch_size=batch_size),
                                 full, rtol=1e-5, atol=1e-7)
         sg = smoothgrad(self.model, self.x, self.t, samples=3, seed=3)
@@ -354,6 +357,15 @@ class BatchingTest(TestCase):
         cached = len(attributions._COMPILED[self.model])
         integrated_gradients(self.model, self.x[:2], self.t[:2], steps=4)  # new N, same setting
         self.assertLen(attributions._COMPILED[self.model], cached)
+
+    def test_compiled_cache_does_not_keep_models_alive(self):
+        model = small_cnn((8, 8, 1), classes=3, seed=3)
+        integrated_gradients(model, self.x, self.t, steps=2)
+        self.assertIn(model, attributions._COMPILED)
+        ref = weakref.ref(model)
+        del model
+        gc.collect()
+        self.assertIsNone(ref())
 
     def test_inside_tf_function_with_free_batch(self):
         @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1]), tf.TensorSpec([None], tf.int32)])

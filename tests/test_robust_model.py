@@ -210,6 +210,22 @@ class KerasBookkeepingTest(testing.TestCase):
             results.append(robust.get_weights())
         self.assertLess(_max_diff(*results), 1e-5)
 
+    @pytest.mark.slow
+    def test_jit_compile_matches_no_jit(self):
+        # XLA is opt-in (slower on CPU); the double-backprop step compiles and gives the same update
+        # (x′ = x: XLA's stateless generator draws other random starts, and sign steps flip on round-off)
+        x, y = _data(n=8)
+        results = []
+        for jit in (False, True):
+            robust = _build("sarkar2021", attack_steps=0, random_start=False)
+            before = robust.get_weights()
+            robust.compile(keras.optimizers.SGD(0.1), _ce(), jit_compile=jit)
+            robust.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+            results.append(robust.get_weights())
+        update = _max_diff(before, results[0])
+        self.assertGreater(update, 1e-4)
+        self.assertLess(_max_diff(*results), 1e-3 * update)
+
     def test_wraps_sequential_and_subclassed_models(self):
         x, y = _data(n=8)
 

@@ -8,6 +8,7 @@ import tempfile
 
 import keras
 import numpy as np
+import pytest
 from PIL import Image
 
 import testing
@@ -87,6 +88,23 @@ class EvaluateToolTest(testing.TestCase):
             report = json.load(f)
         self.assertEqual((report["model_name"], report["num_images"]), ("cpu_cnn", 4))
         self.assertEqual((report["protocol"]["offset"], report["protocol"]["restarts"]), (10, 1))
+
+    @pytest.mark.slow
+    def test_fmnist_cpu_protocol_end_to_end(self):
+        # the cpu preset itself (20 iterations, 20 IG points, k = 100) on 100 real test images
+        plain, _ = saved_models()
+        workdir = os.path.join(self.get_temp_dir(), "cpu")
+        result = run("evaluate.py", f"--model={plain}", "--protocol=fmnist:cpu", f"--workdir={workdir}",
+                     "--limit=100", "--noprogress")
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        with open(os.path.join(workdir, "report.json")) as f:
+            report = json.load(f)
+        self.assertGreater(report["natural_accuracy"], 0.6)
+        self.assertLess(report["pgd_accuracy"], report["natural_accuracy"])
+        summary = report["summaries"]["exclude"]
+        self.assertLess(summary["topk"]["mean"], 0.9)
+        self.assertLess(summary["kendall"]["mean"], 0.9)
+        self.assertEqual(summary["topk"]["n"] + report["num_failed"], report["num_attacked"])
 
     def test_usage_errors(self):
         missing = run("evaluate.py", "--model=/nonexistent.keras", "--workdir=/tmp/x")

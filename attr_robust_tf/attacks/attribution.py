@@ -24,7 +24,6 @@ from attr_robust_tf.attacks.pgd import project
 from attr_robust_tf.attributions import integrated_gradients, saliency_map
 from attr_robust_tf.surrogate import softplus_surrogate
 
-
 # ---------------------------------------------------------------------------------------------------
 # Attack objectives: plain functions on saliency maps (N, H, W) -> (N,). The attack *descends* each loss.
 # ---------------------------------------------------------------------------------------------------
@@ -96,7 +95,6 @@ def random_sign(keys, step, shape):
 
 
 METHODS = ("topk", "mass_center", "random_sign", "targeted")
-FAILED_ATTACK = ("exclude", "reference")
 
 
 def _loss(method, maps, aux, center):

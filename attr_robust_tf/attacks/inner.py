@@ -11,7 +11,9 @@ J is a weighted sum of named per-example terms (method.md §7.9):
 
 The ascent is ℓ∞ PGD with sign steps (`attacks.pgd.pgd_loop`, a static Python loop), run in inference mode.
 All randomness is stateless: the start is drawn from the seed passed in (RobustModel passes
-(seed, optimizer.iterations)), so a resumed run repeats the uninterrupted one.
+(seed, optimizer.iterations)), so a resumed run repeats the uninterrupted one. The Philox algorithm is named
+explicitly ("auto_select" may pick another generator on another device); XLA's Philox kernel still orders
+its draws differently, so a `jit_compile=True` run has other (equally seeded) random starts.
 """
 import keras
 import tensorflow as tf
@@ -151,14 +153,14 @@ class InnerAttack:
             def sample(s, sd):
                 if sd is None:
                     return tf.random.uniform(s, -1.0, 1.0, dtype=images.dtype)
-                return tf.random.stateless_uniform(s, sd, -1.0, 1.0, dtype=images.dtype)
+                return tf.random.stateless_uniform(s, sd, -1.0, 1.0, dtype=images.dtype, alg="philox")
             noise = _replica_noise(sample, shape, seed)
             return project(images + self.epsilon * noise, images, self.epsilon, self.clip)
 
         def sample(s, sd):
             if sd is None:
                 return tf.random.normal(s, dtype=images.dtype)
-            return tf.random.stateless_normal(s, sd, dtype=images.dtype)
+            return tf.random.stateless_normal(s, sd, dtype=images.dtype, alg="philox")
         # TRADES: not clipped before the first step (method.md §7.4); every step projects
         return images + self.noise_scale * _replica_noise(sample, shape, seed)
 

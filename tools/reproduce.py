@@ -1,0 +1,73 @@
+"""Train and evaluate every objective with one protocol and write docs/RESULTS.md (docs/reproduce.md).
+
+  python tools/reproduce.py --datasets=mnist,fashion_mnist --objectives=all --scale=cpu --workdir=runs/repro
+  python tools/reproduce.py --datasets=fmnist --objectives=natural,sarkar2021 --scale=tiny \
+      --workdir=/tmp/r --results=/tmp/r/RESULTS.md
+
+Rerunning the same command resumes: finished models and evaluations are reused, an interrupted training
+continues from its last epoch and an interrupted evaluation from its last saved chunk.
+"""
+import os
+import shlex
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/common.py when run as a script
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def define_flags():
+    flags.DEFINE_string("datasets", "mnist,fashion_mnist", "Comma-separated: mnist, fashion_mnist (fmnist), gtsrb, "
+                        "flower17.")
+    flags.DEFINE_string("objectives", "all", "`all` or a comma-separated list of natural, madry, trades, ig_norm, "
+                        "ig_sum_norm, art, sarkar2021.")
+    flags.DEFINE_enum("scale", "cpu", ["tiny", "cpu", "reference"],
+                      "tiny: synthetic 8×8 data, minutes (tests the tool); cpu: real data, hours on 2 cores; "
+                      "reference: the papers' settings (GPU).")
+    flags.DEFINE_string("workdir", "runs/repro", "Root folder of every model and evaluation (resumable).")
+    flags.DEFINE_string("results", os.path.join(ROOT, "docs", "RESULTS.md"),
+                        "Where to write the results page (its bar chart goes next to it as .png).")
+    flags.DEFINE_integer("limit", None, "Evaluate at most this many test images per model (default: the "
+                         "protocol's).")
+    flags.DEFINE_integer("study_images", None, "Images of the restart study (default: 4 tiny, 40 cpu, 100 "
+                         "reference; 0: no study).")
+    flags.DEFINE_bool("progress", True, "Show progress bars.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from attr_robust_tf import reproduction  # after flag parsing: TF start-up is slow
+
+    try:
+        datasets = reproduction.parse_datasets(FLAGS.datasets)
+        objectives = reproduction.parse_objectives(FLAGS.objectives)
+        config = reproduction.load_config(datasets[0], objectives[0], FLAGS.scale)
+    except (ValueError, FileNotFoundError) as error:  # user mistakes: usage message, exit 1
+        raise app.UsageError(str(error)) from None
+    for name in ("limit", "study_images"):
+        value = getattr(FLAGS, name)
+        if value is not None and value < (0 if name == "study_images" else 1):
+            raise app.UsageError(f"`--{name}` must be >= {0 if name == 'study_images' else 1}. "
+                                 f"Received: --{name}={value}.")
+    if os.path.isfile(FLAGS.workdir):
+        raise app.UsageError(f"`--workdir` must be a folder. Received: --workdir={FLAGS.workdir} (a file).")
+
+    import common
+
+    strategy = common.setup_runtime(config)  # logical CPUs, determinism, seeds, logging
+    from absl import logging
+
+    command = "python tools/reproduce.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    reproduction.reproduce(datasets, objectives, FLAGS.scale, FLAGS.workdir, results=FLAGS.results,
+                           limit=FLAGS.limit, study_images=FLAGS.study_images, command=command, strategy=strategy,
+                           verbose=1 if FLAGS.progress else 2, progress=FLAGS.progress, log=logging.info)
+    print(f"Wrote {FLAGS.results} and {os.path.splitext(FLAGS.results)[0]}.png")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
