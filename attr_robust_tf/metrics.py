@@ -12,7 +12,11 @@ import tensorflow as tf
 from attr_robust_tf import _checks
 
 _SMALL = 4  # Kendall: inversions inside blocks of this many entries are counted by direct comparison
-_CHUNK = 2 ** 16  # Kendall: entries per group of maps processed together (about 4 Flower maps)
+# Kendall: entries per group of maps processed together (2 Flower maps). Small groups keep the temporaries
+# small enough for the allocator to reuse them instead of faulting fresh pages in on every call (measured
+# 1.5-2x faster than groups of 8 Flower maps).
+_CHUNK = 2 ** 15
+_TABLE_CELLS = 1.0  # Kendall: count by contingency-table cells when (distinct a)·(distinct b) ≤ this·P
 
 
 def _pair(clean_map, adv_map, *, ranks=(2, 3), nonnegative=False):
@@ -151,24 +155,45 @@ def _inversions(v):
     return total
 
 
+def _tau(n0, n1, n2, n3, nd):
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 → NaN for a constant map, as SciPy
+        num = (n0 - n1 - n2 + n3 - 2 * nd).astype(np.float64)
+        return num / (np.sqrt((n0 - n1).astype(np.float64)) * np.sqrt((n0 - n2).astype(np.float64)))
+
+
+def _discordant_from_table(rank_a, rank_b, da, db):
+    """(n₁, n₂, n₃, n_d) from the da × db contingency table of 0-based dense ranks (N, P): O(P + da·db)."""
+    n, p = rank_a.shape
+    cells = da * db
+    flat = (np.arange(n)[:, None] * cells + rank_a * db + rank_b).ravel()  # (N·P,) cell of each pixel
+    t = np.bincount(flat, minlength=n * cells).reshape(n, da, db)  # (N, da, db) counts
+    above = np.cumsum(t, axis=1) - t  # Σ_{i' < i} t[i', j]
+    # Σ_{i' < i, j' > j} t[i', j']: the pixels discordant with those of cell (i, j)
+    discordant = np.cumsum(above[:, :, ::-1], axis=2)[:, :, ::-1] - above
+    pairs = lambda c: (c * (c - 1) // 2).sum(axis=-1)  # noqa: E731
+    return (pairs(t.sum(axis=2)), pairs(t.sum(axis=1)), pairs(t.reshape(n, cells)),
+            (t * discordant).sum(axis=(1, 2)))
+
+
 def _kendall_rows(a, b):
     n, p = a.shape
+    n0 = p * (p - 1) // 2
     sorted_a, order_a = _sort_with_order(a)
     runs_a = _new_runs(sorted_a)
     sorted_b, order_b = _sort_with_order(b)
     runs_b = _new_runs(sorted_b)
     rank_b = np.empty((n, p), np.int32)  # dense rank of b, in original order
     np.put_along_axis(rank_b, order_b, _dense_ranks(runs_b), axis=1)
+    da, db = int(runs_a.sum(axis=1).max()), int(runs_b.sum(axis=1).max())  # distinct values
+    if da * db <= _TABLE_CELLS * p:  # few distinct values (tie-heavy maps): count pairs by cells
+        rank_a = np.empty((n, p), np.int32)
+        np.put_along_axis(rank_a, order_a, _dense_ranks(runs_a), axis=1)
+        return _tau(n0, *_discordant_from_table(rank_a - 1, rank_b - 1, da, db))
     # lexicographic (a, b) order: one sort of (rank_a, rank_b) packed into int64 (ranks ≤ P < 2**31)
     keys = np.sort((_dense_ranks(runs_a).astype(np.int64) << 32)
                    | np.take_along_axis(rank_b, order_a, axis=1), axis=1)
-    n0 = p * (p - 1) // 2
-    n1, n2 = _tied_pairs(runs_a), _tied_pairs(runs_b)
-    n3 = _tied_pairs(_new_runs(keys))
     nd = _inversions((keys & 0xFFFFFFFF) - 1)  # b's ranks 0..P−1 in (a, b) order
-    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 → NaN for a constant map, as SciPy
-        num = (n0 - n1 - n2 + n3 - 2 * nd).astype(np.float64)
-        return num / (np.sqrt((n0 - n1).astype(np.float64)) * np.sqrt((n0 - n2).astype(np.float64)))
+    return _tau(n0, _tied_pairs(runs_a), _tied_pairs(runs_b), _tied_pairs(_new_runs(keys)), nd)
 
 
 def kendall_tau_b(a, b):
@@ -176,12 +201,13 @@ def kendall_tau_b(a, b):
 
     τ_b = (n₀ − n₁ − n₂ + n₃ − 2·n_d) / √((n₀ − n₁)(n₀ − n₂)), with n₀ = P(P−1)/2, n₁ and n₂ the pairs
     tied in a and in b, n₃ the pairs tied in both, and n_d the discordant pairs: the inversions of b's
-    ranks once the entries are sorted by (a, b) (Knight 1966).
+    ranks once the entries are sorted by (a, b) (Knight 1966), or, when the maps hold few distinct values,
+    a sum over the cells of their contingency table.
     """
     a, b = np.asarray(a), np.asarray(b)
     if a.dtype != b.dtype or a.dtype not in (np.float32, np.float64):
         a, b = a.astype(np.float64), b.astype(np.float64)
-    rows = max(1, _CHUNK // max(1, a.shape[1]))  # a few maps at a time stay in cache
+    rows = max(1, _CHUNK // max(1, a.shape[1]))  # a few maps at a time
     return np.concatenate([np.zeros(0)] + [_kendall_rows(a[i:i + rows], b[i:i + rows])
                                            for i in range(0, a.shape[0], rows)])
 

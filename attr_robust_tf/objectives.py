@@ -130,7 +130,8 @@ def register(objective, *, overwrite=False):
     if not isinstance(objective, Objective):
         raise TypeError(f"`objective` must be an Objective. Received: {type(objective).__name__}.")
     if objective.name in OBJECTIVES and not overwrite:
-        raise ValueError(f"Objective {objective.name!r} is already registered. Pass overwrite=True to replace it.")
+        raise ValueError(
+            f"Objective {objective.name!r} is already registered. Pass overwrite=True to replace it.")
     OBJECTIVES[objective.name] = objective
     return objective
 
@@ -178,7 +179,8 @@ register(Objective(
     inner={"cross_entropy": 1.0, "ig_norm": "ig_norm"},  # the same β inside and outside
     regularizers=("ig_norm",),
     weights={"ig_norm": 0.1},  # β, RAR MNIST/FMNIST config
-    reference="IG-SUM-NORM, Chen et al. 2019 (RAR), objective 'adv_ar' / inner 'adv_ar_approx'; method.md §7.6.",
+    reference="IG-SUM-NORM, Chen et al. 2019 (RAR), objective 'adv_ar' / inner 'adv_ar_approx'; "
+              "method.md §7.6.",
 ))
 register(Objective(
     "art",

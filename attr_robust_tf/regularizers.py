@@ -12,9 +12,8 @@ import tensorflow as tf
 
 from attr_robust_tf import _checks, attributions, scores
 
-__all__ = ["AttributionRegularizer", "InputGradientNorm", "IGNorm", "TradesKL", "ARTAlignment", "CACR", "WACR",
-           "kl_divergence", "kl_uniform_softmax", "cosine",
-           "REGULARIZERS", "get", "build"]
+__all__ = ["AttributionRegularizer", "InputGradientNorm", "IGNorm", "TradesKL", "ARTAlignment", "CACR",
+           "WACR", "kl_divergence", "kl_uniform_softmax", "cosine", "REGULARIZERS", "get", "build"]
 
 
 def _flat(t):

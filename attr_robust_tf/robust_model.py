@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from attr_robust_tf import _checks, objectives
+from attr_robust_tf import _checks, attributions, objectives
 from attr_robust_tf import regularizers as regularizers_lib
 from attr_robust_tf.attacks.inner import InnerAttack
 from attr_robust_tf.surrogate import softplus_surrogate
@@ -64,14 +64,18 @@ def _num_classes(model, input_shape):
         pass
     out = model(tf.zeros((1,) + tuple(input_shape[1:]), dtype=dtype), training=False)
     if isinstance(out, (list, tuple, dict)) or not hasattr(out, "shape") or out.shape.rank != 2:
-        shape = [tuple(o.shape) for o in out] if isinstance(out, (list, tuple)) else getattr(out, "shape", out)
+        if isinstance(out, (list, tuple)):
+            shape = [tuple(o.shape) for o in out]
+        else:
+            shape = getattr(out, "shape", out)
         raise ValueError(
             "`model` must return logits of shape (N, num_classes). Received: a model whose output for a "
             f"(1, {', '.join(map(str, input_shape[1:]))}) input has shape {shape}. Wrap it so it returns "
             "one logit vector per image.")
     k = out.shape[-1]
     if k is None or k < 2:
-        raise ValueError(f"`model` must return logits for at least 2 classes. Received: output shape {out.shape}.")
+        raise ValueError(
+            f"`model` must return logits for at least 2 classes. Received: output shape {out.shape}.")
     return int(k)
 
 
@@ -169,6 +173,7 @@ class RobustModel(keras.Model):
                 pick(top_k, row.top_k), "top_k"),
         )
         s = self._robust_settings
+        attributions.quadrature(ig_method, s["ig_steps"])  # a did-you-mean error for an unknown rule
         initial = {name: _checks.check_nonnegative(weights.get(name, row.weights[name]), f"weights[{name!r}]")
                    for name in row.regularizers}
 
@@ -310,7 +315,8 @@ class RobustModel(keras.Model):
                 "`x` must be one image tensor of shape (N, H, W, C). Received: "
                 f"{type(x).__name__} with shape {getattr(x, 'shape', None)}.")
         if y is None:
-            raise ValueError("`y` must be given: the robust objectives need integer class labels. Received: y=None.")
+            raise ValueError(
+                "`y` must be given: the robust objectives need integer class labels. Received: y=None.")
         labels = tf.convert_to_tensor(y)
         if labels.shape.rank == 2 and labels.shape[-1] == 1:
             labels = tf.reshape(labels, [-1])
@@ -341,7 +347,8 @@ class RobustModel(keras.Model):
         if loss is None:
             raise ValueError(
                 "`loss` must be given to compile(): RobustModel adds its regularizers to the compiled task "
-                "loss. Received: loss=None. Use keras.losses.SparseCategoricalCrossentropy(from_logits=True).")
+                "loss. Received: loss=None. "
+                "Use keras.losses.SparseCategoricalCrossentropy(from_logits=True).")
         if isinstance(loss, str) and loss in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
             raise ValueError(
                 f"`loss` must take logits: the wrapped model outputs logits. Received: loss={loss!r} "
@@ -399,7 +406,8 @@ class RobustModel(keras.Model):
             "model": keras.saving.serialize_keras_object(self.model),
             "objective": name,
             # the shortest decimal that round-trips each variable's value (0.3, not 0.30000001192092896)
-            "weights": {k: float(str(keras.ops.convert_to_numpy(v))) for k, v in self.regularizer_weights.items()},
+            "weights": {k: float(str(keras.ops.convert_to_numpy(v)))
+                        for k, v in self.regularizer_weights.items()},
             "epsilon": s["epsilon"],
             "step_size": s["step_size"],
             "attack_steps": s["attack_steps"],

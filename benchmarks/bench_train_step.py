@@ -119,8 +119,8 @@ def main(argv=None):
             p1_cost, p2_cost = pass_costs(probe, x, y, args.ig_steps, args.repeats, args.jit)
             c1, c2 = min(c1, p1_cost), min(c2, p2_cost)
             rows.append((name, step_time(model_fn, name, x, y, args)))
-        print(f"\n{model_name}: P1 {1e3 * c1 * args.batch:.2f} ms/batch, P2 {1e3 * c2 * args.batch:.2f} ms/batch"
-              f" (P2/P1 = {c2 / c1:.2f})")
+        print(f"\n{model_name}: P1 {1e3 * c1 * args.batch:.2f} ms/batch, "
+              f"P2 {1e3 * c2 * args.batch:.2f} ms/batch (P2/P1 = {c2 / c1:.2f})")
         print(f"{'objective':<12} {'ms/step':>9} {'img/s':>9} {'x natural':>10} {'P1':>5} {'P2':>5} "
               f"{'floor ms':>9} {'/ floor':>8}")
         natural = rows[0][1]

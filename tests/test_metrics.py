@@ -1,4 +1,6 @@
 """Metrics against SciPy (kendalltau, spearmanr, ndimage.center_of_mass) and naive loops."""
+from unittest import mock
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -74,9 +76,18 @@ class RankCorrelationTest(TestCase):
 
     def test_large_maps_use_the_wide_integer_path(self):
         rng = _rng(3)
-        a = rng.integers(0, 100, (1, 40_000)).astype("float32")  # more than 2**15 entries
+        a = rng.integers(0, 1000, (1, 40_000)).astype("float32")  # more than 2**15 entries, ties
         b = a + rng.integers(0, 30, a.shape)
         self.assertAllClose(metrics.kendall_tau(a, b), _scipy(stats.kendalltau, a, b), atol=1e-6)
+
+    def test_merge_and_contingency_table_counts_agree(self):
+        # maps with few distinct values are counted by table cells; force the merge count too
+        for name, a, b in _cases():
+            a, b = np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1)
+            expected = _scipy(stats.kendalltau, a, b)
+            for cells in (0.0, 1e9):
+                with mock.patch.object(metrics, "_TABLE_CELLS", cells):
+                    self.assertAllClose(metrics.kendall_tau_b(a, b), expected, atol=1e-12, msg=name)
 
     def test_inversions_against_naive_count(self):
         rng = _rng(4)

@@ -136,7 +136,8 @@ class ModelsTest(testing.TestCase):
     def test_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "Unknown model 'mnist_cn'. Did you mean 'mnist_cnn'"):
             models.get("mnist_cn")
-        with self.assertRaisesRegex(ValueError, r"`input_shape` must be a tuple \(H, W, C\).*input_shape=\(28, 28\)"):
+        with self.assertRaisesRegex(ValueError,
+                                    r"`input_shape` must be a tuple \(H, W, C\).*input_shape=\(28, 28\)"):
             models.cpu_cnn(input_shape=(28, 28))
         with self.assertRaisesRegex(ValueError, "`num_classes` must be an integer >= 2.*num_classes=1"):
             models.tiny_cnn(num_classes=1)

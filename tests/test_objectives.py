@@ -141,7 +141,7 @@ class Reference:
         raise ValueError(name)
 
     def loss(self, row, x, y, starts, reduction="mean", top_k=None):
-        """(total loss, ce, {penalty: batch mean}) over the batch, looping image by image."""
+        """(total loss, ce, {penalty: (N,) per-example values}) over the batch, image by image."""
         ces, terms = [], {r: [] for r in row["regularizers"]}
         for i in range(x.shape[0]):
             xi = tf.reshape(x[i], [-1])
@@ -156,14 +156,15 @@ class Reference:
         total = reduce(tf.stack(ces))
         for r, values in terms.items():
             total += self.s["weights"][r] * reduce(tf.stack(values))
-        means = {r: float(tf.reduce_mean(tf.stack(v))) for r, v in terms.items()}
-        return float(total), float(tf.reduce_mean(tf.stack(ces))), means
+        per_example = {r: tf.stack(v).numpy() for r, v in terms.items()}
+        return float(total), float(tf.reduce_mean(tf.stack(ces))), per_example
 
 
 def _mlp():
     keras.utils.set_random_seed(11)
     inp = keras.Input(SHAPE, dtype="float64")
-    h = keras.layers.Dense(HIDDEN, activation="relu", dtype="float64")(keras.layers.Flatten(dtype="float64")(inp))
+    h = keras.layers.Flatten(dtype="float64")(inp)
+    h = keras.layers.Dense(HIDDEN, activation="relu", dtype="float64")(h)
     model = keras.Model(inp, keras.layers.Dense(K, dtype="float64")(h))
     rng = np.random.default_rng(12)
     model.set_weights([rng.normal(0, 0.8, (D, HIDDEN)), rng.normal(0, 0.2, HIDDEN),
@@ -218,7 +219,16 @@ class ObjectivesTest(testing.TestCase):
         self.assertAllClose(got["ce"] / (N if reduction == "sum" else 1), ce, rtol=1e-8, atol=1e-12)
         self.assertEqual(sorted(k for k in got if k not in ("loss", "ce")), sorted(row.regularizers))
         for r in row.regularizers:
-            self.assertAllClose(got[r], terms[r], rtol=1e-7, atol=1e-12)
+            self.assertAllClose(got[r], np.mean(terms[r]), rtol=1e-7, atol=1e-12)
+        # the per-example terms of the same batch, before any reduction
+        tied = {t: robust.regularizer_weights[r] for t, r in row.inner.items() if isinstance(r, str)}
+        _, _, penalties = row.terms(
+            robust.model, tf.constant(x), tf.constant(y), attack=robust.inner_attack,
+            regularizers=robust.regularizers, surrogate=robust.surrogate,
+            seed=tf.constant([SEED, 0], tf.int64), inner_weights=tied)
+        for r in row.regularizers:
+            self.assertEqual(tuple(penalties[r].shape), (N,))
+            self.assertAllClose(penalties[r], terms[r], rtol=1e-7, atol=1e-12)
 
     @parameterized.parameters(
         ("madry", {}), ("trades", {}), ("ig_norm", {}), ("ig_sum_norm", {}),
@@ -230,7 +240,8 @@ class ObjectivesTest(testing.TestCase):
         robust = self._robust(name, **kwargs)
         seed = tf.constant([SEED, 5], tf.int64)
         start = robust.inner_attack.start(tf.constant(x), seed=seed)
-        tied = {t: robust.regularizer_weights[r] for t, r in robust.objective.inner.items() if isinstance(r, str)}
+        tied = {t: robust.regularizer_weights[r] for t, r in robust.objective.inner.items()
+                if isinstance(r, str)}
         adv = robust.inner_attack(robust.model, tf.constant(x), tf.constant(y), seed=seed,
                                   surrogate=robust.surrogate, weights=tied)
         weights = {**robust.objective.weights, **kwargs.get("weights", {})}
@@ -284,7 +295,8 @@ class ObjectivesTest(testing.TestCase):
 
     def test_registering_a_new_objective_trains_without_other_changes(self):
         row = objectives.register(objectives.Objective(
-            "input_gradient_test", regularizers=("input_gradient_norm",), weights={"input_gradient_norm": 0.5}))
+            "input_gradient_test", regularizers=("input_gradient_norm",),
+            weights={"input_gradient_norm": 0.5}))
         try:
             x, y = _data()
             robust = self._robust("input_gradient_test")
@@ -312,14 +324,17 @@ class ObjectivesTest(testing.TestCase):
         restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(attack))
         self.assertEqual(restored.get_config(), attack.get_config())
         self.assertAllEqual(restored(model, x, y, seed=[0, 1]), adv)
-        zero = inner_lib.InnerAttack({"cross_entropy": 1.0}, epsilon=0.05, step_size=0.02, steps=0, start="none")
+        zero = inner_lib.InnerAttack({"cross_entropy": 1.0}, epsilon=0.05, step_size=0.02, steps=0,
+                                     start="none")
         self.assertAllEqual(zero(model, x, y), x)
-        normal = inner_lib.InnerAttack({"trades_kl": 1.0}, epsilon=0.05, step_size=0.02, steps=1, start="normal")
+        normal = inner_lib.InnerAttack({"trades_kl": 1.0}, epsilon=0.05, step_size=0.02, steps=1,
+                                       start="normal")
         start = normal.start(tf.constant(x), seed=tf.constant([4, 4], tf.int64))
         self.assertAllClose(tf.math.reduce_std(start - x), 0.001, rtol=0.2)  # TRADES: x + 0.001·N(0, I)
         with self.assertRaisesRegex(ValueError, "`epsilon` must be a finite number > 0. Received: epsilon=0"):
             inner_lib.InnerAttack({"cross_entropy": 1.0}, epsilon=0, step_size=0.1, steps=1)
-        with self.assertRaisesRegex(ValueError, "Unknown inner-attack term 'ig_nrom'. Did you mean 'ig_norm'"):
+        with self.assertRaisesRegex(ValueError,
+                                    "Unknown inner-attack term 'ig_nrom'. Did you mean 'ig_norm'"):
             inner_lib.InnerAttack({"ig_nrom": 1.0}, epsilon=0.1, step_size=0.1, steps=1)
         with self.assertRaisesRegex(ValueError, "Unknown start 'gauss'"):
             inner_lib.InnerAttack({"cross_entropy": 1.0}, epsilon=0.1, step_size=0.1, steps=1, start="gauss")

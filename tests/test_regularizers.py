@@ -218,7 +218,8 @@ class RegularizersTest(testing.TestCase):
         self.assertEqual(sorted(regularizers.REGULARIZERS), sorted(NAMES))
         reg = regularizers.build("cacr", steps=7, method="riemann_middle", batch_size=None, p=2, weight=0.3)
         self.assertEqual((reg.steps, reg.method, reg.weight, reg.name), (7, "riemann_middle", 0.3, "cacr"))
-        self.assertEqual(regularizers.build("trades_kl", steps=7).get_config(), {"weight": 1.0, "name": "trades_kl"})
+        self.assertEqual(regularizers.build("trades_kl", steps=7).get_config(),
+                         {"weight": 1.0, "name": "trades_kl"})
         for name in NAMES:
             reg = regularizers.build(name, steps=3)
             restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(reg))
@@ -240,5 +241,6 @@ class RegularizersTest(testing.TestCase):
             regularizers.InputGradientNorm(p=3)
         model, _ = _mlp()
         x, y, _ = _batch()
-        with self.assertRaisesRegex(ValueError, "`adv_images` must be given.*'wacr'.*Received: adv_images=None"):
+        with self.assertRaisesRegex(ValueError,
+                                    "`adv_images` must be given.*'wacr'.*Received: adv_images=None"):
             regularizers.WACR(steps=2)(model, x, y)

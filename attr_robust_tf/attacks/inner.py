@@ -141,7 +141,8 @@ class InnerAttack:
         self.top_k = None if top_k is None else _checks.check_positive_int(top_k, "top_k")
         self.noise_scale = _checks.check_nonnegative(noise_scale, "noise_scale")
         if clip is not None and not (len(clip) == 2 and float(clip[0]) < float(clip[1])):
-            raise ValueError(f"`clip` must be a pair (lo, hi) with lo < hi, or None. Received: clip={clip!r}.")
+            raise ValueError(
+                f"`clip` must be a pair (lo, hi) with lo < hi, or None. Received: clip={clip!r}.")
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
 
     def start(self, images, seed=None):
