@@ -1,6 +1,6 @@
 """Integrated-gradients throughput against tf-explain, and Kendall's τ per map against SciPy.
 
-  .venv/bin/python benchmarks/bench_attributions.py [--images=16] [--steps=50] [--repeats=5] [--batches=4]
+  .venv/bin/python benchmarks/bench_attributions.py [--images=16] [--steps=50] [--repeats=5] [--batches=4] [--maps=16]
 
 IG: `integrated_gradients` versus tf-explain's raw IG computation (`generate_interpolations` +
 `get_integrated_gradients`, the two steps before its picture rendering; stack.md §3) on the same Keras CNN
@@ -18,10 +18,11 @@ Two workloads:
 The floor is `steps` × (one forward + input-gradient pass over the batch), measured as a compiled
 function in the same run, next to one such pass over all images × steps path points as a single batch (the
 work both IG implementations do). Every group of timed functions runs in turn, so load from other
-processes on the shared cores hits all of them alike. Kendall: per-map time of `metrics.kendall_tau` on a batch of 128×128 maps
-(Flower size, 16,384 pixels) versus `scipy.stats.kendalltau` called per map, on continuous maps, on
-zero-heavy maps (as zero-baseline IG gives) and on maps with few distinct values. The last line prints the
-ratios measured in this run.
+processes on the shared cores hits all of them alike.
+
+Kendall: per-map time of `metrics.kendall_tau` on a batch of 128×128 maps (Flower size, 16,384 pixels)
+versus `scipy.stats.kendalltau` called per map, on continuous maps, on zero-heavy maps (as zero-baseline
+IG gives) and on maps with few distinct values. The last line prints the ratios measured in this run.
 """
 import argparse
 import os
