@@ -38,6 +38,11 @@ class AttributionRegularizer:
     Class attributes:
       requires_adv: the penalty needs the inner attack's output `adv_images`.
       uses_surrogate: attribution gradients go through the smooth surrogate when `RobustModel` has one.
+
+    Returns (from `__call__`): the per-example penalty, shape (N,); differentiable with respect to the weights.
+
+    Example:
+      >>> penalty = CACR(steps=20)(model, images, labels, adv_images=adv)  # doctest: +SKIP
     """
 
     requires_adv = False
