@@ -14,8 +14,8 @@ if _keras.config.backend() != "tensorflow":
         "attr_robust_tf needs the TensorFlow backend of Keras 3. Received: keras.config.backend()="
         f"{_keras.config.backend()!r} (from ~/.keras/keras.json). Set KERAS_BACKEND=tensorflow.")
 
-from attr_robust_tf.version import __version__  # noqa: E402
-from attr_robust_tf import scores  # noqa: E402
+from attr_robust_tf import data, models, objectives, regularizers, scores  # noqa: E402
+from attr_robust_tf.attacks import AttackResult, AttributionAttack, InnerAttack, pgd_linf  # noqa: E402
 from attr_robust_tf.attributions import (  # noqa: E402
     input_x_gradient,
     integrated_gradients,
@@ -23,13 +23,58 @@ from attr_robust_tf.attributions import (  # noqa: E402
     saliency_map,
     smoothgrad,
 )
+from attr_robust_tf.evaluation import RobustnessCallback, RobustnessReport, evaluate_robustness  # noqa: E402
+from attr_robust_tf.export import export_saved_model  # noqa: E402
+from attr_robust_tf.metrics import (  # noqa: E402
+    CenterOfMassShift,
+    KendallTau,
+    SpearmanRho,
+    TopKIntersection,
+    center_of_mass_shift,
+    kendall_tau,
+    spearman_rho,
+    topk_intersection,
+)
+from attr_robust_tf.models import softplus_surrogate  # noqa: E402
+from attr_robust_tf.protocols import get_protocol  # noqa: E402
+from attr_robust_tf.robust_model import RobustModel  # noqa: E402
+from attr_robust_tf.version import __version__  # noqa: E402
 
 __all__ = [
     "__version__",
+    # modules
+    "data",
+    "models",
+    "objectives",
+    "regularizers",
     "scores",
+    # attributions
     "integrated_gradients",
     "saliency",
     "input_x_gradient",
     "smoothgrad",
     "saliency_map",
+    # metrics
+    "topk_intersection",
+    "kendall_tau",
+    "spearman_rho",
+    "center_of_mass_shift",
+    "TopKIntersection",
+    "KendallTau",
+    "SpearmanRho",
+    "CenterOfMassShift",
+    # attacks
+    "pgd_linf",
+    "AttributionAttack",
+    "AttackResult",
+    "InnerAttack",
+    # training
+    "RobustModel",
+    "softplus_surrogate",
+    # evaluation and export
+    "evaluate_robustness",
+    "RobustnessReport",
+    "RobustnessCallback",
+    "get_protocol",
+    "export_saved_model",
 ]
