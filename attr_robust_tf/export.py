@@ -14,10 +14,10 @@ import numpy as np
 import tensorflow as tf
 
 from attr_robust_tf import _checks, attributions, scores
+from attr_robust_tf.robust_model import RobustModel
 from attr_robust_tf.version import __version__
 
 METADATA_FILE = "attr_robust_tf_export.json"
-SIGNATURES = ("serve", "explain")
 
 
 def _unwrap(model):
@@ -29,10 +29,7 @@ def _unwrap(model):
         raise TypeError(
             "`model` must be a keras.Model (or a RobustModel wrapping one). Received: "
             f"model={type(model).__name__}.")
-    inner = getattr(model, "model", None)
-    if isinstance(inner, keras.Model) and any(c.__name__ == "RobustModel" for c in type(model).__mro__):
-        return inner
-    return model
+    return model.model if isinstance(model, RobustModel) else model
 
 
 def _image_shape(model):
@@ -41,7 +38,10 @@ def _image_shape(model):
     try:
         shape = model.input_shape
     except (AttributeError, ValueError):
-        shape = None
+        # a subclassed model built by a call records its input shape only here
+        build_shapes = getattr(model, "_build_shapes_dict", None) or {}
+        if len(build_shapes) == 1:
+            shape = next(iter(build_shapes.values()))
     if shape is None:
         raise ValueError(
             "`model` must be built with a known input shape (None, H, W, C). Received: an unbuilt model "
@@ -51,6 +51,7 @@ def _image_shape(model):
             "`model` must have a single image input (None, H, W, C). Received: model.input_shape="
             f"{shape!r}.")
     shape = tuple(shape)
+    shape = (None,) + shape[1:]  # the batch size of the building call is not part of the signature
     if len(shape) != 4 or any(d is None for d in shape[1:]):
         raise ValueError(
             "`model` must take images of static shape (None, H, W, C). Received: model.input_shape="
@@ -99,7 +100,7 @@ def _check_export_dir(export_dir, overwrite):
     return export_dir
 
 
-def _endpoints(model, image_shape, *, ig_steps, method, score, baseline):
+def _endpoints(model, *, ig_steps, method, score, baseline):
     """The two endpoint functions, closed over `model` and the frozen IG settings."""
     base = None if baseline is None else tf.constant(baseline)
 
@@ -185,7 +186,7 @@ def export_saved_model(model, export_dir, *, ig_steps=50, method="riemann_right"
         raise TypeError(f"`overwrite` must be a bool. Received: overwrite={overwrite!r}.")
     export_dir = _check_export_dir(export_dir, overwrite)
 
-    serve, explain = _endpoints(model, image_shape, ig_steps=ig_steps, method=method, score=score,
+    serve, explain = _endpoints(model, ig_steps=ig_steps, method=method, score=score,
                                 baseline=baseline)
     images_spec = tf.TensorSpec((None,) + image_shape, tf.float32, name="images")
     target_spec = tf.TensorSpec((None,), tf.int32, name="target")

@@ -16,6 +16,9 @@ Layout of a cell, `<workdir>/<scale>/<dataset>/<objective>/`:
 
 A second run reuses every finished piece: training is skipped when `train/model.keras` exists for the same
 config, evaluation when `result.json` names the same model file (sha256) and protocol.
+
+An objective entry may carry config overrides for ablations, `sarkar2021@robust.weights.cacr=1+train.epochs=4`
+(keys of configs/common.py joined by "+"); such a variant is a cell of its own, named by the entry.
 """
 import datetime
 import hashlib
@@ -33,9 +36,9 @@ from PIL import Image, ImageDraw
 from attr_robust_tf import _checks, config_utils, data, evaluation, evaluation_report, experiment, protocols
 from attr_robust_tf.version import __version__
 
-__all__ = ["DATASETS", "OBJECTIVES", "SCALES", "RAR_TABLE1", "parse_datasets", "parse_objectives", "load_config",
-           "cell_dir", "run_cell", "reproduce", "results_table", "format_results", "bar_chart", "write_results",
-           "write_demo_report"]
+__all__ = ["DATASETS", "OBJECTIVES", "SCALES", "RAR_TABLE1", "parse_datasets", "parse_objectives", "split_entry",
+           "title", "load_config", "cell_dir", "run_cell", "reproduce", "results_table", "format_results", "bar_chart",
+           "write_results", "write_demo_report"]
 
 # dataset name (and accepted aliases) → the prefix of its configs/<prefix>_<objective>.py files
 DATASETS = {"mnist": "mnist", "fashion_mnist": "fmnist", "gtsrb": "gtsrb", "flower17": "flower17"}
@@ -76,7 +79,9 @@ RAR_TABLE1 = {
 EXPECTED_RUNTIME = {
     "tiny": "about 1–3 minutes for 7 objectives on 2 CPU cores (synthetic 8×8 data; a test of the tool, not a "
             "result)",
-    "cpu": "about 3–4 hours for MNIST and Fashion-MNIST × 7 objectives on 2 CPU cores (see the wall times below)",
+    "cpu": "about 1–2 hours for MNIST and Fashion-MNIST × 7 objectives on 2 CPU cores (estimated from the "
+           "Fashion-MNIST natural, IG-SUM-NORM and Sarkar et al. 2021 cells: 0.1–2.5 min of training and 1–2 min "
+           "of evaluation each, plus the restart study; the wall-time table below has the measured values)",
     "reference": "GPU work: on 2 CPU cores one MNIST IG-NORM training run alone is about 500 h and one "
                  "reference evaluation (10,000 images × 100 iterations × 3 runs) about 110 h (method.md "
                  "§11.3); a single GPU has not been measured, expect days for the full grid",
@@ -110,28 +115,51 @@ def parse_datasets(text):
     return tuple(out)
 
 
+def split_entry(entry):
+    """"sarkar2021@robust.weights.cacr=1+train.epochs=4" → ("sarkar2021", ("robust.weights.cacr=1", ...))."""
+    objective, _, rest = str(entry).partition("@")
+    if objective not in OBJECTIVES:
+        _checks.did_you_mean("objective in `objectives`", objective, OBJECTIVES + ("all",))
+    overrides = tuple(o for o in rest.split("+") if o) if rest else ()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"An override in `objectives` must look like key=value. Received: {item!r} in "
+                             f"{entry!r}. Example: sarkar2021@robust.weights.cacr=1+train.epochs=4.")
+    if rest and not overrides:
+        raise ValueError(f"`objectives` entry {entry!r} has '@' but no override. Example: "
+                         "sarkar2021@robust.weights.cacr=1.")
+    return objective, overrides
+
+
 def parse_objectives(text):
-    """"all" → every objective (in `OBJECTIVES` order); "natural,sarkar2021" → those two."""
+    """"all" → every objective (in `OBJECTIVES` order); "natural,sarkar2021" → those two; entries may carry
+    overrides ("sarkar2021@robust.weights.cacr=1", see `split_entry`)."""
     items = _split(text, "objectives")
-    if items == ["all"]:
-        return OBJECTIVES
     out = []
     for item in items:
-        if item not in OBJECTIVES:
-            _checks.did_you_mean("objective in `objectives`", item, OBJECTIVES + ("all",))
-        if item not in out:
-            out.append(item)
+        for entry in OBJECTIVES if item == "all" else (item,):
+            split_entry(entry)
+            if entry not in out:
+                out.append(entry)
     return tuple(out)
+
+
+def title(entry):
+    """"IG-SUM-NORM (RAR)"; a variant adds its overrides: "Sarkar et al. 2021 [robust.weights.cacr=1]"."""
+    objective, overrides = split_entry(entry)
+    return OBJECTIVE_TITLES[objective] + (f" [{', '.join(overrides)}]" if overrides else "")
 
 
 def _check_scale(scale):
     return _checks.lookup("scale", scale, {s: s for s in SCALES})
 
 
-def load_config(dataset, objective, scale, *, config_dir=None):
-    """The validated ConfigDict of `configs/<prefix>_<objective>.py` in the variant of `scale`."""
+def load_config(dataset, entry, scale, *, config_dir=None):
+    """The validated ConfigDict of `configs/<prefix>_<objective>.py` in the variant of `scale`, with the
+    entry's overrides applied (`split_entry`)."""
     dataset, = parse_datasets(dataset)
-    objective, = parse_objectives(objective)
+    objective, overrides = split_entry(entry)
     config_dir = config_dir or CONFIG_DIR
     path = os.path.join(config_dir, f"{DATASETS[dataset]}_{objective}.py")
     if not os.path.isfile(path):
@@ -139,11 +167,14 @@ def load_config(dataset, objective, scale, *, config_dir=None):
             f"`config_dir` must hold the experiment configs. Received: config_dir={config_dir!r} without "
             f"{os.path.basename(path)}. Run from the repository checkout or pass its configs/ folder.")
     module = config_utils.import_sibling(path, os.path.splitext(os.path.basename(path))[0])
-    return config_utils.validate(module.get_config(CONFIG_ARGS[_check_scale(scale)]))
+    config = module.get_config(CONFIG_ARGS[_check_scale(scale)])
+    if overrides:
+        config = config_utils.override(config, list(overrides))
+    return config_utils.validate(config)
 
 
-def cell_dir(workdir, scale, dataset, objective):
-    return os.path.join(workdir, scale, dataset, objective)
+def cell_dir(workdir, scale, dataset, entry):
+    return os.path.join(workdir, scale, dataset, entry)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -285,12 +316,12 @@ def _fresh(result, sha, protocol, study_images):
     return (study or {}).get("images") == study_images if study_images else True
 
 
-def run_cell(dataset, objective, scale, workdir, *, limit=None, study_images=None, strategy=None, verbose=1,
+def run_cell(dataset, entry, scale, workdir, *, limit=None, study_images=None, strategy=None, verbose=1,
              progress=True, config_dir=None, log=None):
     """Trains (if missing) and evaluates (if missing) one dataset × objective; returns its result dict.
 
     Args:
-      dataset, objective, scale: e.g. "fashion_mnist", "sarkar2021", "cpu" (`SCALES`).
+      dataset, entry, scale: e.g. "fashion_mnist", "sarkar2021" (or a variant, `split_entry`), "cpu".
       workdir: the root of all cells (`cell_dir`).
       limit: evaluate at most this many test images (default: the protocol's `num_images`).
       study_images: also run the restart study on this many images (None: no study).
@@ -302,8 +333,9 @@ def run_cell(dataset, objective, scale, workdir, *, limit=None, study_images=Non
       The content of the cell's result.json plus its timing.json ("train_seconds", "eval_seconds").
     """
     log = log or (lambda message: None)
-    config = load_config(dataset, objective, scale, config_dir=config_dir)
-    folder = cell_dir(workdir, scale, dataset, objective)
+    objective, _ = split_entry(entry)
+    config = load_config(dataset, entry, scale, config_dir=config_dir)
+    folder = cell_dir(workdir, scale, dataset, entry)
     model, model_path = _train(config, folder, strategy, verbose, log)
     protocol = cell_protocol(config, limit)
     sha = file_sha256(model_path)
@@ -321,7 +353,7 @@ def run_cell(dataset, objective, scale, workdir, *, limit=None, study_images=Non
         evaluation_report.write_report(report, eval_dir)
         examples = report.examples
         result = {
-            "dataset": dataset, "objective": objective, "scale": scale, "model_sha256": sha,
+            "dataset": dataset, "objective": objective, "entry": entry, "scale": scale, "model_sha256": sha,
             "config": json.loads(config_utils.to_json(config)), "protocol": protocol.to_dict(),
             "synthetic": config.data.name == config_utils.SYNTHETIC,
             "num_images": report.num_images, "num_correct": report.num_correct, "num_failed": report.num_failed,
@@ -340,7 +372,8 @@ def run_cell(dataset, objective, scale, workdir, *, limit=None, study_images=Non
         result = _json_safe(result)
         _write_json(result_path, result)
     timing = _read_json(os.path.join(folder, "timing.json")) or {}
-    return {**result, "train_seconds": timing.get("train_seconds"), "eval_wall_seconds": timing.get("eval_seconds")}
+    return {**result, "entry": entry, "train_seconds": timing.get("train_seconds"),
+            "eval_wall_seconds": timing.get("eval_seconds")}
 
 
 def reproduce(datasets, objectives, scale, workdir, *, results=None, limit=None, study_objectives=STUDY_OBJECTIVES,
@@ -357,10 +390,10 @@ def reproduce(datasets, objectives, scale, workdir, *, results=None, limit=None,
     cells = []
     total = len(datasets) * len(objectives)
     for dataset in datasets:
-        for objective in objectives:
-            log(f"[{len(cells) + 1}/{total}] {dataset} × {objective} ({scale})")
-            cells.append(run_cell(dataset, objective, scale, workdir, limit=limit, strategy=strategy,
-                                  study_images=study_images if objective in study_objectives else None,
+        for entry in objectives:
+            log(f"[{len(cells) + 1}/{total}] {dataset} × {entry} ({scale})")
+            cells.append(run_cell(dataset, entry, scale, workdir, limit=limit, strategy=strategy,
+                                  study_images=study_images if split_entry(entry)[0] in study_objectives else None,
                                   verbose=verbose, progress=progress, config_dir=config_dir, log=log))
     if results:
         write_results(cells, results, scale=scale, command=command, wall_seconds=time.perf_counter() - start)
@@ -395,13 +428,13 @@ def results_table(cells, *, spearman=True, images=True, rar=False, ci=True):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cell in cells:
         summary = _headline(cell)
-        row = [OBJECTIVE_TITLES.get(cell["objective"], cell["objective"]),
+        row = [title(cell["entry"]),
                _fmt(cell["natural_accuracy"], True, ci), _fmt(cell["pgd_accuracy"], True, ci),
                _fmt(summary["topk"], True, ci), _fmt(summary["kendall"], False, ci)]
         row += [_fmt(summary["spearman"], False, ci)] if spearman else []
         row += [f"{cell['num_images']} / {cell['num_correct']} / {cell['num_failed']}"] if images else []
         if rar:
-            ref = RAR_TABLE1.get((cell["dataset"], cell["objective"]))
+            ref = RAR_TABLE1.get((cell["dataset"], cell["entry"]))  # variants have no recalled row
             row.append("—" if ref is None or cell.get("synthetic") else
                        f"{100 * ref[0]:.2f}% / {100 * ref[1]:.2f}% / {100 * ref[2]:.2f}% / {ref[3]:.4f}")
         lines.append("| " + " | ".join(row) + " |")
@@ -409,36 +442,35 @@ def results_table(cells, *, spearman=True, images=True, rar=False, ci=True):
 
 
 def _claim(cells):
-    """Sentences comparing Sarkar et al. 2021 with the best earlier method (and IG-SUM-NORM) per metric."""
-    by = {c["objective"]: c for c in cells}
-    if "sarkar2021" not in by:
+    """Sentences comparing Sarkar et al. 2021 (and its variants) with the best earlier method and IG-SUM-NORM."""
+    ours = [c for c in cells if c["objective"] == "sarkar2021"]
+    if not ours:
         return ["Sarkar et al. 2021 was not part of this run."]
-    ours = _headline(by["sarkar2021"])
-    earlier = [o for o in EARLIER if o in by]
+    earlier = [c for c in cells if c["objective"] in EARLIER]
     if not earlier:
         return ["No earlier attributional-robustness method was part of this run."]
     lines = []
-    for metric, title, percent in (("topk", "top-k intersection", True), ("kendall", "Kendall's τ", False)):
-        mine = ours[metric]
-        rivals = {o: _headline(by[o])[metric] for o in earlier if _headline(by[o])[metric]["mean"] is not None}
-        if mine["mean"] is None or not rivals:
-            lines.append(f"- {title}: undefined for at least one model.")
-            continue
-        names = sorted(rivals, key=lambda o: -rivals[o]["mean"])
-        compared = [names[0]] + (["ig_sum_norm"] if names[0] != "ig_sum_norm" and "ig_sum_norm" in rivals else [])
-        parts = []
-        for name in compared:
-            other = rivals[name]
-            diff = mine["mean"] - other["mean"]
-            unit = f"{100 * diff:+.1f} points" if percent else f"{diff:+.3f}"
-            rel = f", {100 * diff / abs(other['mean']):+.1f} % relative" if other["mean"] else ""
-            overlap = (mine["ci_low"] is not None and other["ci_low"] is not None
-                       and mine["ci_low"] <= other["ci_high"] and other["ci_low"] <= mine["ci_high"])
-            verdict = "higher" if diff > 0 else "not higher"
-            parts.append(f"vs {OBJECTIVE_TITLES[name]}{' (best earlier)' if name == names[0] else ''} "
-                         f"{_fmt(other, percent, False)}: {unit}{rel}, {verdict}"
-                         f"{'; the 95 % intervals overlap' if overlap else '; the 95 % intervals do not overlap'}")
-        lines.append(f"- {title}: Sarkar et al. 2021 {_fmt(mine, percent)}; " + "; ".join(parts) + ".")
+    for cell in ours:
+        for metric, name, percent in (("topk", "top-k intersection", True), ("kendall", "Kendall's τ", False)):
+            mine = _headline(cell)[metric]
+            rivals = {c["entry"]: _headline(c)[metric] for c in earlier if _headline(c)[metric]["mean"] is not None}
+            if mine["mean"] is None or not rivals:
+                lines.append(f"- {name}: undefined for at least one model.")
+                continue
+            best = max(rivals, key=lambda e: rivals[e]["mean"])
+            compared = [best] + (["ig_sum_norm"] if best != "ig_sum_norm" and "ig_sum_norm" in rivals else [])
+            parts = []
+            for entry in compared:
+                other = rivals[entry]
+                diff = mine["mean"] - other["mean"]
+                unit = f"{100 * diff:+.1f} points" if percent else f"{diff:+.3f}"
+                rel = f", {100 * diff / abs(other['mean']):+.1f} % relative" if other["mean"] else ""
+                overlap = (mine["ci_low"] is not None and other["ci_low"] is not None
+                           and mine["ci_low"] <= other["ci_high"] and other["ci_low"] <= mine["ci_high"])
+                parts.append(f"vs {title(entry)}{' (best earlier)' if entry == best else ''} "
+                             f"{_fmt(other, percent, False)}: {unit}{rel}, {'higher' if diff > 0 else 'not higher'}; "
+                             f"the 95 % intervals {'overlap' if overlap else 'do not overlap'}")
+            lines.append(f"- {name}: {title(cell['entry'])} {_fmt(mine, percent)}; " + "; ".join(parts) + ".")
     return lines
 
 
@@ -448,7 +480,7 @@ def _differences(cells):
              "| τ ours | τ reference |", "|---|---|---|---|---|---|---|"]
     for c in cells:
         ex, ref = c["summaries"]["exclude"], c["summaries"]["reference"]
-        lines.append(f"| {OBJECTIVE_TITLES[c['objective']]} | {c['num_correct']} | {c['num_failed']} | "
+        lines.append(f"| {title(c['entry'])} | {c['num_correct']} | {c['num_failed']} | "
                      f"{_fmt(ex['topk'], True, False)} | {_fmt(ref['topk'], True, False)} | "
                      f"{_fmt(ex['kendall'], False, False)} | {_fmt(ref['kendall'], False, False)} |")
     studies = [c for c in cells if c.get("restart_study")]
@@ -466,7 +498,7 @@ def _differences(cells):
             both = np.array(one["found"], bool) & np.array(many["found"], bool)
             lower = int(np.sum(tr[both] < t1[both] - 1e-6))
             e1, er = one["summaries"]["exclude"], many["summaries"]["exclude"]
-            lines.append(f"| {OBJECTIVE_TITLES[c['objective']]} | {_fmt(e1['topk'], True, False)} | "
+            lines.append(f"| {title(c['entry'])} | {_fmt(e1['topk'], True, False)} | "
                          f"{_fmt(er['topk'], True, False)} | {_fmt(e1['kendall'], False, False)} | "
                          f"{_fmt(er['kendall'], False, False)} | {lower} of {int(both.sum())} | "
                          f"{e1['num_failed']} → {er['num_failed']} |")
@@ -485,7 +517,7 @@ def _settings(cells):
         weights = ", ".join(f"{k} {v:g}" for k, v in sorted((r.get("weights") or {}).items())) or "—"
         if r.get("inner_weight") is not None:
             weights += f"; inner {r['inner_weight']:g}"
-        lines.append(f"| {OBJECTIVE_TITLES[c['objective']]} | {cfg['model']['name']} | {images} | {t['epochs']} × "
+        lines.append(f"| {title(c['entry'])} | {cfg['model']['name']} | {images} | {t['epochs']} × "
                      f"{t['batch_size']} | {cfg['lr']:g} | {attack} | {ig} | {weights} | {r['loss_reduction']} |")
     return lines
 
@@ -550,7 +582,7 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
               "when they ran; a resumed piece adds the time of each session that finished.", "",
               "| dataset | objective | training | evaluation |", "|---|---|---|---|"]
     for c in cells:
-        lines.append(f"| {TITLES[c['dataset']]} | {OBJECTIVE_TITLES[c['objective']]} | "
+        lines.append(f"| {TITLES[c['dataset']]} | {title(c['entry'])} | "
                      f"{_seconds(c.get('train_seconds'))} | {_seconds(c.get('eval_wall_seconds'))} |")
     total = sum((c.get("train_seconds") or 0) + (c.get("eval_wall_seconds") or 0) for c in cells)
     lines += ["", f"Total recorded: {_seconds(total)}."
@@ -563,7 +595,7 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
 # ---------------------------------------------------------------------------------------------------
 
 PALETTE = ((120, 120, 120), (31, 119, 180), (255, 127, 14), (44, 160, 44), (148, 103, 189), (140, 86, 75),
-           (214, 39, 40))  # objective i in OBJECTIVES order
+           (214, 39, 40), (227, 119, 194), (188, 189, 34), (23, 190, 207))  # entry i in order of appearance
 CHART_METRICS = (("natural_accuracy", "NA"), ("pgd_accuracy", "AA"), ("topk", "IN"), ("kendall", "Kendall"))
 
 
@@ -577,13 +609,13 @@ def bar_chart(cells, *, bar=14, height=220):
     Returns a uint8 RGB array. The value axis runs from min(0, lowest value) to 1.
     """
     datasets = list(dict.fromkeys(c["dataset"] for c in cells))
-    objectives = [o for o in OBJECTIVES if any(c["objective"] == o for c in cells)]
+    entries = list(dict.fromkeys(c["entry"] for c in cells))
     values = [_stat(c, k)["mean"] for c in cells for k, _ in CHART_METRICS]
     low = min([0.0] + [v for v in values if v is not None])
     low = float(np.floor(low * 10) / 10)
     left, top, gap = 48, 28, 16
-    group = bar * len(objectives) + gap
-    width = left + group * len(CHART_METRICS) + 170
+    group = bar * len(entries) + gap
+    width = left + group * len(CHART_METRICS) + 16 + 6 * max(len(title(e)) for e in entries) + 10
     panel = top + height + 30
     canvas = Image.new("RGB", (width, panel * len(datasets)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
@@ -599,25 +631,25 @@ def bar_chart(cells, *, bar=14, height=220):
             draw.line([(left - 4, y(tick)), (left + group * len(CHART_METRICS), y(tick))], fill=(225, 225, 225))
             draw.text((4, y(tick) - 6), f"{tick:.1f}", fill=(0, 0, 0))
         draw.line([(left, y(0.0)), (left + group * len(CHART_METRICS), y(0.0))], fill=(0, 0, 0))
-        for m, (key, title) in enumerate(CHART_METRICS):
+        for m, (key, label) in enumerate(CHART_METRICS):
             x_group = left + gap // 2 + m * group
-            draw.text((x_group, y(low) + 6), title, fill=(0, 0, 0))
-            for i, objective in enumerate(objectives):
-                cell = next((c for c in cells if c["dataset"] == dataset and c["objective"] == objective), None)
+            draw.text((x_group, y(low) + 6), label, fill=(0, 0, 0))
+            for i, entry in enumerate(entries):
+                cell = next((c for c in cells if c["dataset"] == dataset and c["entry"] == entry), None)
                 if cell is None or _stat(cell, key)["mean"] is None:
                     continue
                 stat = _stat(cell, key)
                 x = x_group + i * bar
                 a, b = sorted((y(0.0), y(stat["mean"])))
-                draw.rectangle([x, a, x + bar - 2, b], fill=PALETTE[OBJECTIVES.index(objective)])
+                draw.rectangle([x, a, x + bar - 2, b], fill=PALETTE[i % len(PALETTE)])
                 if stat.get("ci_low") is not None and stat.get("ci_high") is not None:
                     xc = x + (bar - 2) // 2
                     draw.line([(xc, y(stat["ci_high"])), (xc, y(stat["ci_low"]))], fill=(0, 0, 0))
-        for i, objective in enumerate(objectives):
+        for i, entry in enumerate(entries):
             yl = d * panel + top + 18 * i
             xl = left + group * len(CHART_METRICS) + 10
-            draw.rectangle([xl, yl, xl + 10, yl + 10], fill=PALETTE[OBJECTIVES.index(objective)])
-            draw.text((xl + 16, yl), OBJECTIVE_TITLES[objective], fill=(0, 0, 0))
+            draw.rectangle([xl, yl, xl + 10, yl + 10], fill=PALETTE[i % len(PALETTE)])
+            draw.text((xl + 16, yl), title(entry), fill=(0, 0, 0))
     return np.asarray(canvas)
 
 
@@ -645,14 +677,14 @@ def write_demo_report(cells, folder):
     for cell in cells:
         with open(cell["report_md"]) as f:
             report = f.read().split("\n", 1)[1]  # drop the per-model title; ours names the objective
-        sections += [f"## {OBJECTIVE_TITLES[cell['objective']]} ({cell['dataset']})", report]
-        figures.append((OBJECTIVE_TITLES[cell["objective"]], Image.open(cell["attacks_png"]).convert("RGB")))
+        sections += [f"## {title(cell['entry'])} ({cell['dataset']})", report]
+        figures.append((title(cell["entry"]), Image.open(cell["attacks_png"]).convert("RGB")))
     width = max(im.width for _, im in figures)
     canvas = Image.new("RGB", (width, sum(im.height + 20 for _, im in figures)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     y = 0
-    for title, im in figures:
-        draw.text((6, y + 4), title, fill=(0, 0, 0))
+    for name, im in figures:
+        draw.text((6, y + 4), name, fill=(0, 0, 0))
         canvas.paste(im, (0, y + 20))
         y += im.height + 20
     report_path, png_path = os.path.join(folder, "report.md"), os.path.join(folder, "attacks.png")

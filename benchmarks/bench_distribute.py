@@ -44,7 +44,7 @@ def step_seconds(strategy, model_name, objective, batch, steps, repeats, setting
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+        model.fit(data, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
         best = min(best, (time.perf_counter() - start) / steps)
     return best
 

@@ -124,7 +124,7 @@ WORKER = textwrap.dedent("""
     strategy = distribute.make_strategy(sys.argv[3])
     model = experiment.build_robust_model(config, strategy)
     train, _, steps = experiment.build_datasets(config)
-    history = model.fit(train, epochs=config.train.epochs, steps_per_epoch=steps, verbose=0)
+    history = model.fit(train, epochs=config.train.epochs, steps_per_epoch=steps, shuffle=False, verbose=0)
     np.savez(sys.argv[5], *model.get_weights(), replicas=strategy.num_replicas_in_sync,
              steps=int(model.optimizer.iterations.numpy()), history=json.dumps(history.history))
 """)
@@ -165,13 +165,14 @@ class MultiWorkerTest(TestCase):
                     os.path.join(REPO, "tests"), str(self.tmp / f"worker{index}.npz")]
             procs.append(subprocess.Popen(args, env=dict(env, TF_CONFIG=tf_config), stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
-        # the single-process reference, here while the workers run
-        config = tiny_config(objective, MULTI_WORKER)
-        model = experiment.build_robust_model(config, tf.distribute.get_strategy())
-        train, _, steps = experiment.build_datasets(config)
-        reference = model.fit(train, epochs=config.train.epochs, steps_per_epoch=steps, verbose=0).history
-        before = experiment.build_model(config).get_weights()
         try:
+            # the single-process reference, here while the workers run
+            config = tiny_config(objective, MULTI_WORKER)
+            model = experiment.build_robust_model(config, tf.distribute.get_strategy())
+            train, _, steps = experiment.build_datasets(config)
+            reference = model.fit(train, epochs=config.train.epochs, steps_per_epoch=steps, shuffle=False,
+                                  verbose=0).history
+            before = experiment.build_model(config).get_weights()
             outputs = [p.communicate(timeout=300) for p in procs]
         finally:
             for p in procs:

@@ -11,7 +11,8 @@ import tensorflow as tf
 import pytest
 
 from attr_robust_tf import attributions, export
-from testing import TestCase, linear_model, small_cnn
+from attr_robust_tf.robust_model import RobustModel
+from testing import TestCase, linear_model, quadratic_model, small_cnn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
@@ -157,6 +158,35 @@ class ExportTest(TestCase):
         self.assertIn("shape: (-1, 8, 8, 1)", proc.stdout)
         for key in ("attributions", "saliency", "probabilities", "classes"):
             self.assertIn(f"outputs['{key}']", proc.stdout)
+
+    def test_subclassed_quadratic_closed_form(self):
+        # s(x) = ½ xᵀAx (a subclassed model built by one call): right-Riemann IG with S points is exactly
+        # (S+1)/(2S)·x ⊙ (Ax) for A symmetric (method.md §2.2, style.md §10).
+        rng = np.random.default_rng(3)
+        b = rng.normal(size=(16, 16))
+        a = (b + b.T) / 2
+        model = quadratic_model(a, (4, 4, 1))
+        path = export.export_saved_model(model, self.tmp / "quadratic", ig_steps=STEPS)
+        loaded = tf.saved_model.load(path)
+        x = rng.uniform(size=(3, 4, 4, 1)).astype("float32")
+        out = loaded.explain(tf.constant(x), tf.constant([0, 0, 0], tf.int32))
+        v = x.reshape(3, 16)
+        expected = (STEPS + 1) / (2 * STEPS) * v * (v @ a.T)
+        self.assertAllClose(out["attributions"].numpy().reshape(3, 16), expected, atol=1e-5, rtol=1e-4)
+        self.assertAllClose(loaded.serve(tf.constant(x))["logits"][:, 0], 0.5 * np.sum(v * (v @ a.T), -1),
+                            atol=1e-5, rtol=1e-5)
+
+    def test_robust_model_is_unwrapped(self):
+        base = small_cnn()
+        robust = RobustModel(base, "ig_norm", ig_steps=2, inner_ig_steps=2, attack_steps=1)
+        path = export.export_saved_model(robust, self.tmp / "robust", ig_steps=2)
+        loaded = tf.saved_model.load(path)
+        # only the inference network: no regularizer-weight variables, no trackers
+        self.assertEqual(sorted(v.shape.as_list() for v in loaded.variables),
+                         sorted(list(w.shape) for w in base.weights))
+        x = _images(np.random.default_rng(4), 2)
+        self.assertAllClose(loaded.serve(tf.constant(x))["logits"], base(x), atol=1e-5, rtol=1e-5)
+        self.assertEqual(export.read_metadata(path)["model_name"], base.name)
 
     def test_bad_target_fails_the_request(self):
         loaded = tf.saved_model.load(self.ex["inputs"]["cnn_dir"].item())

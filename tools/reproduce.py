@@ -3,6 +3,7 @@
   python tools/reproduce.py --datasets=mnist,fashion_mnist --objectives=all --scale=cpu --workdir=runs/repro
   python tools/reproduce.py --datasets=fmnist --objectives=natural,sarkar2021 --scale=tiny \
       --workdir=/tmp/r --results=/tmp/r/RESULTS.md
+  python tools/reproduce.py --datasets=fmnist --objectives=ig_sum_norm,sarkar2021,sarkar2021@train.epochs=4
 
 Rerunning the same command resumes: finished models and evaluations are reused, an interrupted training
 continues from its last epoch and an interrupted evaluation from its last saved chunk.
@@ -23,7 +24,8 @@ def define_flags():
     flags.DEFINE_string("datasets", "mnist,fashion_mnist", "Comma-separated: mnist, fashion_mnist (fmnist), gtsrb, "
                         "flower17.")
     flags.DEFINE_string("objectives", "all", "`all` or a comma-separated list of natural, madry, trades, ig_norm, "
-                        "ig_sum_norm, art, sarkar2021.")
+                        "ig_sum_norm, art, sarkar2021; an entry may add config overrides for an ablation, "
+                        "e.g. sarkar2021@robust.weights.cacr=1+robust.weights.wacr=1.")
     flags.DEFINE_enum("scale", "cpu", ["tiny", "cpu", "reference"],
                       "tiny: synthetic 8×8 data, minutes (tests the tool); cpu: real data, hours on 2 cores; "
                       "reference: the papers' settings (GPU).")
