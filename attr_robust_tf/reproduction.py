@@ -79,9 +79,10 @@ RAR_TABLE1 = {
 EXPECTED_RUNTIME = {
     "tiny": "about 1–3 minutes for 7 objectives on 2 CPU cores (synthetic 8×8 data; a test of the tool, not a "
             "result)",
-    "cpu": "about 1–2 hours for MNIST and Fashion-MNIST × 7 objectives on 2 CPU cores (estimated from the "
-           "Fashion-MNIST natural, IG-SUM-NORM and Sarkar et al. 2021 cells: 0.1–2.5 min of training and 1–2 min "
-           "of evaluation each, plus the restart study; the wall-time table below has the measured values)",
+    "cpu": "about 30–60 minutes for MNIST and Fashion-MNIST × 7 objectives on 2 quiet CPU cores, 1–2 hours on "
+           "shared ones (estimated from the Fashion-MNIST natural, IG-SUM-NORM and Sarkar et al. 2021 cells: up to "
+           "2.5 min of training and 0.5–2 min of evaluation each, plus the restart study; the wall-time table "
+           "below has the measured values)",
     "reference": "GPU work: on 2 CPU cores one MNIST IG-NORM training run alone is about 500 h and one "
                  "reference evaluation (10,000 images × 100 iterations × 3 runs) about 110 h (method.md "
                  "§11.3); a single GPU has not been measured, expect days for the full grid",
@@ -615,7 +616,8 @@ def bar_chart(cells, *, bar=14, height=220):
     low = float(np.floor(low * 10) / 10)
     left, top, gap = 48, 28, 16
     group = bar * len(entries) + gap
-    width = left + group * len(CHART_METRICS) + 16 + 6 * max(len(title(e)) for e in entries) + 10
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = left + group * len(CHART_METRICS) + 36 + int(max(measure.textlength(title(e)) for e in entries))
     panel = top + height + 30
     canvas = Image.new("RGB", (width, panel * len(datasets)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)

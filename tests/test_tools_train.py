@@ -57,8 +57,8 @@ def test_user_and_config_mistakes(tmp_path):
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
-    # 300 steps of 8 per epoch (a few seconds), so the kill lands inside epoch 2
-    args = ["--config=configs/tiny.py:sarkar2021", "--config.data.num_examples=2400", "--config.train.epochs=3"]
+    # 150 steps of 8 per epoch (a second or two), so the kill lands inside epoch 2
+    args = ["--config=configs/tiny.py:sarkar2021", "--config.data.num_examples=1200", "--config.train.epochs=3"]
     straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
     straight = subprocess.Popen(command(*args, f"--workdir={straight_dir}"), cwd=ROOT, env=env(tmp_path),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
