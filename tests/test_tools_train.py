@@ -23,16 +23,17 @@ def command(*args):
     return [sys.executable, TRAIN, *args]
 
 
-def run(tmp_path, *args, timeout=300):
-    return subprocess.run(command(*args), cwd=ROOT, env=env(tmp_path), capture_output=True, text=True,
+def run(tmp_path, *args, timeout=300, cwd=ROOT):
+    return subprocess.run(command(*args), cwd=cwd, env=env(tmp_path), capture_output=True, text=True,
                           timeout=timeout)
 
 
 def test_train_with_overrides_and_strategy(tmp_path):
-    work = tmp_path / "run"
-    result = run(tmp_path, "--config=configs/tiny.py:natural", f"--workdir={work}", "--config.lr=0.02",
-                 "--config.train.epochs=1", "--strategy=mirrored")
+    # no --workdir: runs/<config name>_<arg> under the current folder
+    result = run(tmp_path, f"--config={ROOT}/configs/tiny.py:natural", "--config.lr=0.02", "--config.train.epochs=1",
+                 "--strategy=mirrored", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    work = tmp_path / "runs" / "tiny_natural"
     saved = json.loads((work / "config.json").read_text())
     assert saved["lr"] == saved["train"]["lr"] == 0.02
     assert saved["runtime"]["strategy"] == "mirrored" and saved["train"]["epochs"] == 1
@@ -51,8 +52,8 @@ def test_user_and_config_mistakes(tmp_path):
               "--config.robust.epsilon=0.0")
     assert bad.returncode != 0
     assert "ValueError: `robust.epsilon` must be a finite number > 0. Received: robust.epsilon=0.0." in bad.stderr
-    missing = run(tmp_path, "--config=configs/tiny.py")
-    assert missing.returncode == 1 and "--workdir" in missing.stderr
+    missing = run(tmp_path, f"--workdir={work}")
+    assert missing.returncode == 1 and "--config" in missing.stderr
     assert not work.exists()  # nothing was written for a rejected config
 
 

@@ -3,6 +3,7 @@
 Flags are defined inside `define_common_flags()`, never at import, so importing this module (or the library)
 registers nothing and cannot raise `DuplicateFlagError`.
 """
+import os
 import sys
 
 from absl import flags, logging
@@ -12,15 +13,23 @@ FLAGS = flags.FLAGS
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
-def define_common_flags():
+def define_common_flags(workdir_required=True):
     """--config (a configs/ file, `:arg` variant, `--config.a.b=value` overrides), --workdir, --strategy."""
     config_flags.DEFINE_config_file(
         "config", None, "Experiment config file, e.g. configs/fmnist_sarkar2021.py:cpu; override fields with "
         "--config.lr=1e-3 or --config.robust.weights.cacr=0.2.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Output folder: config.json, checkpoints/, metrics.csv, tb/, model.keras.")
+    flags.DEFINE_string("workdir", None, "Output folder: config.json, checkpoints/, metrics.csv, tb/, model.keras "
+                        "(train.py default: runs/<config name>_<arg>).")
     flags.DEFINE_enum("strategy", None, STRATEGIES,
                       "tf.distribute strategy; overrides config.runtime.strategy.")
-    flags.mark_flags_as_required(["config", "workdir"])
+    flags.mark_flags_as_required(["config", "workdir"] if workdir_required else ["config"])
+
+
+def default_workdir():
+    """runs/<config file name>[_<arg>], e.g. runs/fmnist_sarkar2021_cpu for configs/fmnist_sarkar2021.py:cpu."""
+    path, _, arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")
+    name = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join("runs", f"{name}_{arg.replace(',', '_')}" if arg else name)
 
 
 def parse_flags(argv):

@@ -1,6 +1,6 @@
 """Train a model from a config; rerunning the same command resumes an interrupted run (docs/configs.md).
 
-  python tools/train.py --config=configs/fmnist_sarkar2021.py:cpu --workdir=runs/x
+  python tools/train.py --config=configs/fmnist_sarkar2021.py:cpu            # workdir runs/fmnist_sarkar2021_cpu
   python tools/train.py --config=configs/tiny.py:madry --workdir=runs/t --config.lr=1e-3 --strategy=mirrored
 
 Writes <workdir>/config.json first, then checkpoints/ after every epoch, metrics.csv, tb/ (TensorBoard) and
@@ -20,7 +20,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    common.define_common_flags()
+    common.define_common_flags(workdir_required=False)  # default: runs/<config name>[_<arg>]
     flags.DEFINE_bool("overwrite", False, "Delete the workdir's previous run instead of resuming it.")
 
 
@@ -34,10 +34,11 @@ def main(argv):
     from attr_robust_tf import config_utils, experiment
 
     config_utils.validate(config)  # config mistakes fail here, before TensorFlow starts any work
-    if os.path.isfile(FLAGS.workdir):
-        raise app.UsageError(f"`--workdir` must be a folder. Received: --workdir={FLAGS.workdir} (a file).")
+    workdir = FLAGS.workdir or common.default_workdir()
+    if os.path.isfile(workdir):
+        raise app.UsageError(f"`--workdir` must be a folder. Received: --workdir={workdir} (a file).")
     strategy = common.setup_runtime(config)
-    experiment.run_train(config, FLAGS.workdir, strategy, overwrite=FLAGS.overwrite)
+    experiment.run_train(config, workdir, strategy, overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":
