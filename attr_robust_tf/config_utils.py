@@ -116,8 +116,9 @@ def override(config, overrides):
             key, sep, value = str(item).partition("=")
             if not sep:
                 raise ValueError(f"Overrides must look like key=value. Received: {item!r}.")
+            literals = {"None": None, "True": True, "False": False}  # Python spellings, as on the command line
             try:
-                value = json.loads(value)
+                value = literals[value] if value in literals else json.loads(value)
             except json.JSONDecodeError:
                 pass  # a bare string such as objective=madry
             pairs[key.strip()] = tuple(value) if isinstance(value, list) else value

@@ -1,8 +1,8 @@
 """Shared builder of every experiment config: `get_config(dataset, objective, arg)`.
 
 `configs/<dataset>_<objective>.py` are three-line files calling this. The values come from the per-dataset
-table `DATASETS` and the per-objective table `OBJECTIVES` below, each commented with its source in
-docs/reference method.md (§4.6 attack, §5 PGD, §7 objectives, §8.2 training, §8.3 architectures). Variants,
+table `DATASETS` and the per-objective table `OBJECTIVES` below, each commented with its source in the method
+reference, method.md (§4.6 attack, §5 PGD, §7 objectives, §8.2 training, §8.3 architectures). Variants,
 selected by the `:arg` of `--config=configs/x.py:arg`:
 
 * "" (reference): the paper/reference-code settings. GPU work for every robust objective (method.md §11.3).
@@ -11,7 +11,7 @@ selected by the `:arg` of `--config=configs/x.py:arg`:
 * "tiny": synthetic 8×8×1 data (`data.synthetic`), `tiny_cnn`, batch 8, ≤ 4 IG points, 2 epochs; runs in
   seconds (tests and CI).
 
-`lr` is a top-level alias of `train.lr` (one shared value), so `--config.lr=...` works as in the issue.
+`lr` is a top-level alias of `train.lr` (one shared value), so `--config.lr=...` sets the learning rate.
 """
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -107,7 +107,7 @@ SARKAR_FLOWER = dict(batch_size=1, epochs=82,  # 100,000 steps of 1 on 1,224 ima
 # machine (docs/configs.md): sarkar2021, the dearest objective, takes ~0.4 s per batch of 50 with cpu_cnn at
 # 8/2 IG points, ~1.5 s per batch of 64 with the GTSRB ResNet at 4/2, ~2.9 s per batch of 16 on Flower at 4/2.
 CPU = {
-    # 6,000 images (11 % of train), 240 steps: natural ~20 s, sarkar2021 ~2–3 min (make demo trains both)
+    # 6,000 images (11 % of train), 240 steps: natural ~20 s, sarkar2021 1.5–2.5 min (make demo trains both)
     "mnist": dict(model="cpu_cnn", limit=6000, validation_limit=500, epochs=2, batch_size=50),
     "fmnist": dict(model="cpu_cnn", limit=6000, validation_limit=500, epochs=2, batch_size=50),
     # the ResNet itself is already small (174k parameters); 4,096 images, 128 steps, half the IG points
@@ -178,7 +178,7 @@ def get_config(dataset, objective, arg=None):
     c.runtime.strategy = "default"  # or mirrored / multi_worker (--strategy)
     c.runtime.jit_compile = False  # XLA is ~2× slower on CPU and fails under Mirrored (stack.md §5)
     c.runtime.logical_cpus = 2  # 2 replicas for --strategy=mirrored on a CPU; no effect otherwise
-    c.runtime.deterministic = True  # deterministic ops: a resumed run repeats the uninterrupted one
+    c.runtime.deterministic = True  # deterministic ops, no Grappler rewrites: runs repeat bit for bit
 
     if arg.cpu:
         _cpu(c, dataset)

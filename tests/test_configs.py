@@ -148,8 +148,11 @@ def test_lr_is_an_alias_of_train_lr():
 
 def test_override():
     config = load("fmnist_sarkar2021", "tiny")
-    new = config_utils.override(config, ["robust.epsilon=0.2", "robust.weights.cacr=0.3", "train.epochs=3"])
+    new = config_utils.override(config, ["robust.epsilon=0.2", "robust.weights.cacr=0.3", "train.epochs=3",
+                                         "robust.ig_batch_size=16", "robust.random_start=False"])
     assert (new.robust.epsilon, new.robust.weights.cacr, new.train.epochs) == (0.2, 0.3, 3)
+    assert (new.robust.ig_batch_size, new.robust.random_start) == (16, False)
+    assert config_utils.override(new, ["robust.ig_batch_size=None"]).robust.ig_batch_size is None
     with pytest.raises(ValueError, match="Unknown config key 'robust.epsilno'. Did you mean 'robust.epsilon'"):
         config_utils.override(config, {"robust.epsilno": 0.2})
     with pytest.raises(ValueError, match="Did you mean 'robust.weights.cacr'"):
