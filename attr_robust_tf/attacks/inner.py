@@ -177,7 +177,10 @@ class InnerAttack:
             d = g.shape[-1]
             k = min(self.top_k or 1000, d) if d is not None else (self.top_k or 1000)
             _, idx = tf.math.top_k(g, k=k)
-            mask = tf.reduce_sum(tf.one_hot(idx, tf.shape(g)[-1], dtype=images.dtype), axis=1)
+            # scatter 1s at the (row, index) pairs: O(N·D) memory, not the O(N·k·D) of a one-hot sum
+            rows = tf.broadcast_to(tf.range(tf.shape(idx)[0])[:, None], tf.shape(idx))  # (N, k)
+            mask = tf.scatter_nd(tf.stack([rows, idx], axis=-1), tf.ones(tf.shape(idx), images.dtype),
+                                 tf.shape(g))  # (N, D)
             context["art_mask"] = tf.stop_gradient(mask)
         return context
 
