@@ -135,6 +135,19 @@ def override(config, overrides):
     return config
 
 
+def read_json(path):
+    """Reads a JSON object of {dotted_key: value} overrides (tools/tune.py's best_overrides.json)."""
+    with open(path) as f:
+        try:
+            values = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"`overrides` file must be JSON. Received: {path} ({error}).") from None
+    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+        raise ValueError(f"`overrides` file must hold a JSON object of dotted config keys. Received: {path} with "
+                         f"{type(values).__name__}.")
+    return values
+
+
 def flatten(config, prefix=""):
     """{dotted key: value} over every leaf of `config` (named blocks such as `robust.weights` included)."""
     out = {}

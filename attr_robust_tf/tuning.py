@@ -260,9 +260,6 @@ def write_overrides(path, values):
 
 def read_overrides(path):
     """Reads a file written by `write_overrides` back into {dotted_path: value}."""
-    with open(path) as f:
-        values = json.load(f)
-    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
-        raise ValueError(f"`overrides` file must hold a JSON object of dotted config keys. Received: {path} with "
-                         f"{type(values).__name__}.")
-    return values
+    from attr_robust_tf import config_utils
+
+    return config_utils.read_json(path)

@@ -42,6 +42,21 @@ def test_train_with_overrides_and_strategy(tmp_path):
     assert sorted(os.listdir(work)) == ["checkpoints", "config.json", "metrics.csv", "model.keras", "tb"]
 
 
+def test_overrides_file_is_applied_after_the_config(tmp_path):
+    overrides = tmp_path / "best_overrides.json"
+    overrides.write_text(json.dumps({"lr": 0.005, "robust.weights.cacr": 0.3, "train.epochs": 1}))
+    work = tmp_path / "w"
+    result = run(tmp_path, "--config=configs/tiny.py:sarkar2021", f"--workdir={work}", f"--overrides={overrides}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads((work / "config.json").read_text())
+    assert saved["lr"] == saved["train"]["lr"] == 0.005
+    assert saved["robust"]["weights"]["cacr"] == 0.3 and saved["train"]["epochs"] == 1
+    overrides.write_text(json.dumps({"robust.wieghts.cacr": 0.3}))
+    typo = run(tmp_path, "--config=configs/tiny.py:sarkar2021", f"--workdir={tmp_path / 'w2'}",
+               f"--overrides={overrides}")
+    assert typo.returncode != 0 and "wieghts" in typo.stderr and "weights" in typo.stderr
+
+
 def test_user_and_config_mistakes(tmp_path):
     work = tmp_path / "bad"
     typo = run(tmp_path, "--config=configs/fmnist_sarkar2021.py:tiny", f"--workdir={work}",

@@ -22,6 +22,8 @@ FLAGS = flags.FLAGS
 def define_flags():
     common.define_common_flags(workdir_required=False)  # default: runs/<config name>[_<arg>]
     flags.DEFINE_bool("overwrite", False, "Delete the workdir's previous run instead of resuming it.")
+    flags.DEFINE_string("overrides", None, "JSON file of {dotted.config.key: value} overrides applied after "
+                        "--config (e.g. tools/tune.py's best_overrides.json).")
 
 
 def main(argv):
@@ -33,6 +35,10 @@ def main(argv):
 
     from attr_robust_tf import config_utils, experiment
 
+    if FLAGS.overrides:
+        if not os.path.isfile(FLAGS.overrides):
+            raise app.UsageError(f"`--overrides` must be a JSON file. Received: --overrides={FLAGS.overrides}.")
+        config = config_utils.override(config, config_utils.read_json(FLAGS.overrides))
     config_utils.validate(config)  # config mistakes fail here, before TensorFlow starts any work
     workdir = FLAGS.workdir or common.default_workdir()
     if os.path.isfile(workdir):

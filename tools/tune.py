@@ -1,7 +1,7 @@
 """Tune regularizer weights, the training ε and the learning rate with KerasTuner (docs/tuning.md).
 
   python tools/tune.py --config=configs/tiny.py:ig_norm --workdir=runs/tune --tuner=random --max_trials=2
-  python tools/train.py --config=configs/tiny.py:ig_norm --workdir=runs/best $(cat runs/tune/best_flags.txt)
+  python tools/train.py --config=configs/tiny.py:ig_norm --workdir=runs/best --overrides=runs/tune/best_overrides.json
 
 The objective is the attribution attack's top-k intersection on the first --eval_images validation images
 (`val_attr_topk`, maximised), or with --accuracy_weight=w the mix (1 − w)·val_attr_topk + w·val_accuracy.
