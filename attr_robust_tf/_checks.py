@@ -157,3 +157,13 @@ def check_maps(maps, name, *, ranks=(2, 3), nonnegative=False):
             raise ValueError(f"`{name}` must be non-negative (a saliency map of absolute values). Received: "
                              f"{name} with min={values.min():.4g}.")
     return maps
+
+
+def built_input_shape(model):
+    """The input shape of a built Keras model (functional: `input_shape`; subclassed and built by a call: the
+    recorded build shape), or None when it has none."""
+    try:
+        return model.input_shape
+    except (AttributeError, ValueError):
+        build_shapes = getattr(model, "_build_shapes_dict", None) or {}
+        return next(iter(build_shapes.values())) if len(build_shapes) == 1 else None

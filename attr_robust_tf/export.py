@@ -34,14 +34,7 @@ def _unwrap(model):
 
 def _image_shape(model):
     """(H, W, C) from the model's input shape, all static, or a ValueError."""
-    shape = None
-    try:
-        shape = model.input_shape
-    except (AttributeError, ValueError):
-        # a subclassed model built by a call records its input shape only here
-        build_shapes = getattr(model, "_build_shapes_dict", None) or {}
-        if len(build_shapes) == 1:
-            shape = next(iter(build_shapes.values()))
+    shape = _checks.built_input_shape(model)
     if shape is None:
         raise ValueError(
             "`model` must be built with a known input shape (None, H, W, C). Received: an unbuilt model "

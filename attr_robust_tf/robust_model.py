@@ -38,13 +38,7 @@ class _Untracked:
 
 def _input_shape(model):
     """(None, H, W, C) of a built model, or a ValueError telling how to build it."""
-    shape = None
-    try:
-        shape = model.input_shape
-    except (AttributeError, ValueError):
-        build_shapes = getattr(model, "_build_shapes_dict", None) or {}
-        if len(build_shapes) == 1:
-            shape = next(iter(build_shapes.values()))
+    shape = _checks.built_input_shape(model)
     if isinstance(shape, list) and len(shape) == 1:
         shape = shape[0]
     if shape is None or not isinstance(shape, (tuple, list)) or len(shape) != 4:

@@ -50,6 +50,19 @@ class Roots:
     def note(self, path, label):
         self.looked.append((path, label))
 
+    def candidates(self):
+        """Every folder to search, in discovery order: the roots' folders, then a previous download (unless
+        `data_dir` was given). Each place is noted for the not-found message."""
+        out = []
+        for root, label in self.roots:
+            self.note(root, label)
+            out += self.folders(root)
+        if not self.explicit:
+            self.note(self.download_dir, "previous download")
+            if os.path.isdir(self.download_dir):
+                out.append(self.download_dir)
+        return out
+
 
 def not_found(name, title, looked, layout, url, download_dir):
     """The FileNotFoundError for a dataset found nowhere: where we looked, what we expected, how to fix it."""

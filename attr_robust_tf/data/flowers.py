@@ -132,15 +132,7 @@ def _find(name, folder):
 
 def locate(name, roots, *, download_ok=False, verify=True, cache_dir=None):
     cfg = _CONFIG[name]
-    candidates = []
-    for root, label in roots.roots:
-        roots.note(root, label)
-        candidates += roots.folders(root)
-    if not roots.explicit:
-        roots.note(roots.download_dir, "previous download")
-        if os.path.isdir(roots.download_dir):
-            candidates.append(roots.download_dir)
-    for folder in candidates:
+    for folder in roots.candidates():
         found, missing = _find(name, folder)
         if found is None:
             continue

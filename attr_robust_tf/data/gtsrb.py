@@ -148,15 +148,7 @@ def _open(kind, path, under):
 
 def locate(roots, part, *, download_ok=False, verify=True, cache_dir=None):
     """The GTSRB source of `part` ('train' or 'test'), searched in discovery order."""
-    candidates = []
-    for root, label in roots.roots:
-        roots.note(root, label)
-        candidates += roots.folders(root)
-    if not roots.explicit:
-        roots.note(roots.download_dir, "previous download")
-        if os.path.isdir(roots.download_dir):
-            candidates.append(roots.download_dir)
-    for folder in candidates:
+    for folder in roots.candidates():
         found, missing = _find(folder, part)
         if found is None:
             continue
