@@ -50,6 +50,11 @@ class Roots:
     def note(self, path, label):
         self.looked.append((path, label))
 
+    @property
+    def download_target(self):
+        """Where a download goes: `data_dir` when given, else the cache folder of this dataset."""
+        return self.roots[0][0] if self.explicit else self.download_dir
+
     def candidates(self):
         """Every folder to search, in discovery order: the roots' folders, then a previous download (unless
         `data_dir` was given). Each place is noted for the not-found message."""

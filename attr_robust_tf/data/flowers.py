@@ -143,7 +143,7 @@ def locate(name, roots, *, download_ok=False, verify=True, cache_dir=None):
                                     f"Expected:\n{cfg['layout']}\nOfficial source: {cfg['url']}")
         return Source(name, folder, found[0], found[1], verify, cache_dir)
     if download_ok:
-        target = roots.roots[0][0] if roots.explicit else roots.download_dir
+        target = roots.download_target
         download.fetch(list(verify_lib.FILES[name].values()), target, verify=verify)
         found, _ = _find(name, target)
         return Source(name, target, found[0], found[1], verify, cache_dir)

@@ -160,7 +160,7 @@ def locate(roots, part, *, download_ok=False, verify=True, cache_dir=None):
                 f"Expected:\n{LAYOUT}\nOfficial source: {verify_lib.GTSRB_URL}")
         return _source(folder, part, found, verify, cache_dir)
     if download_ok:
-        target = roots.roots[0][0] if roots.explicit else roots.download_dir
+        target = roots.download_target
         roles = ("train",) if part == "train" else ("test_images", "test_gt")
         download.fetch([verify_lib.FILES["gtsrb"][r] for r in roles], target, verify=verify)
         found, _ = _find(target, part)

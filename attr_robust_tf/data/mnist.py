@@ -227,7 +227,7 @@ def locate(name, roots, *, download_ok=False, verify=True):
                 source = from_folder(FASHION_MNIST_SYSTEM_DIR)
                 if source is not None:
                     return source
-    target = roots.roots[0][0] if roots.explicit else roots.download_dir
+    target = roots.download_target
     if not roots.explicit:
         roots.note(target, "previous download")
         if os.path.isdir(target):
