@@ -318,6 +318,235 @@ def center_of_mass_shift(clean_map, adv_map):
 
 
 # ------------------------------------------------------------------------------------------------
+# Locality-sensitive (LENS) metrics (Kamath et al., AAAI 2024, arXiv 2312.10534)
+# ------------------------------------------------------------------------------------------------
+#
+# Read: the authors' code github.com/ksandeshk/LENS, MNIST/eval_with_lens_attribution_attack.py (functions
+# `submat`, `addwindowList`, `topkDiv` and the block marked "LENS metric") and scripts/imagenet_topk_div_eps.py
+# (3×3, 5×5 and 7×7 windows); the paper's Figure 2 ("3-LENS-recall@k", "3-LENS-recall@k-div") and abstract.
+# What we do differently from that code is said in each docstring and in docs/evaluation.md.
+
+LENS_WINDOW = 3  # the authors' MNIST and Flower setting: a 3×3 neighbourhood ("3-LENS")
+LENS_DIRECTIONS = ("recall", "precision")
+
+
+def _lens_maps(clean_map, adv_map):
+    """Validated (N, H, W) maps as two NumPy float64 arrays (the LENS metrics need the 2-D layout)."""
+    a = _checks.check_maps(clean_map, "clean_map", ranks=(3,))
+    b = _checks.check_maps(adv_map, "adv_map", ranks=(3,))
+    if not a.shape.is_compatible_with(b.shape):
+        raise ValueError(
+            f"`adv_map` must have the shape of `clean_map` = {tuple(a.shape)}. Received: "
+            f"adv_map.shape={tuple(b.shape)}.")
+    if not tf.executing_eagerly():
+        raise ValueError("The LENS metrics run eagerly (NumPy): call them outside `tf.function`.")
+    return np.asarray(a.numpy(), np.float64), np.asarray(b.numpy(), np.float64)
+
+
+def _check_window(window, h, w):
+    window = _checks.check_positive_int(window, "window")
+    if window % 2 == 0:
+        raise ValueError(f"`window` must be an odd side length (1, 3, 5, ...) of a square neighbourhood centred on "
+                         f"the pixel. Received: window={window}.")
+    return window
+
+
+def _check_direction(direction):
+    if direction not in LENS_DIRECTIONS:
+        _checks.did_you_mean("LENS direction", direction, LENS_DIRECTIONS)
+    return direction
+
+
+def _shifts(window):
+    r = window // 2
+    return [(dr, dc) for dr in range(-r, r + 1) for dc in range(-r, r + 1)]
+
+
+def dilate_mask(mask, window):
+    """(N, H, W) bool: True within the `window`×`window` square around any True pixel (no wrap at edges)."""
+    mask = np.asarray(mask, bool)
+    out = np.zeros_like(mask)
+    h, w = mask.shape[1:]
+    for dr, dc in _shifts(window):  # out[i, j] |= mask[i − dr, j − dc]
+        out[:, max(dr, 0):h + min(dr, 0), max(dc, 0):w + min(dc, 0)] |= \
+            mask[:, max(-dr, 0):h + min(-dr, 0), max(-dc, 0):w + min(-dc, 0)]
+    return out
+
+
+def dilate_max(maps, window):
+    """(N, H, W): each pixel replaced by the maximum of the map over its `window`×`window` square (cut at edges)."""
+    maps = np.asarray(maps)
+    out = maps.copy()
+    h, w = maps.shape[1:]
+    for dr, dc in _shifts(window):
+        dst = out[:, max(dr, 0):h + min(dr, 0), max(dc, 0):w + min(dc, 0)]
+        np.maximum(dst, maps[:, max(-dr, 0):h + min(-dr, 0), max(-dc, 0):w + min(-dc, 0)], out=dst)
+    return out
+
+
+def topk_masks(maps, k):
+    """(N, H, W) bool: the `k` largest pixels of each map, ties to the lower flat index (as `topk_intersection`)."""
+    maps = np.asarray(maps)
+    n = maps.shape[0]
+    flat = maps.reshape(n, -1)
+    order = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+    mask = np.zeros(flat.shape, bool)
+    np.put_along_axis(mask, order, True, axis=1)
+    return mask.reshape(maps.shape)
+
+
+def diverse_topk_masks(maps, k, window):
+    """(N, H, W) bool: the top-k-div set, k pixels taken greedily by value, none in another's neighbourhood.
+
+    Walks the pixels from the largest value down (ties: lower flat index first) and takes a pixel unless it
+    lies in the `window`×`window` square of one already taken, until `k` are taken or none is left (then the
+    set is smaller). Kamath et al.'s `topkDiv` (MNIST/eval_with_lens_attribution_attack.py) is this greedy
+    walk over the 600 (ImageNet: 6,000+) largest pixels; as written it also drops the second of every two
+    accepted candidates (it removes the neighbourhood of the next candidate before taking it), and its flat
+    index arithmetic wraps rows and never takes pixel 0. We implement the greedy rule as described, on the
+    2-D grid.
+    """
+    maps = np.asarray(maps, np.float64)
+    n, h, w = maps.shape
+    flat = maps.reshape(n, h * w)
+    available = np.ones((n, h * w), bool)
+    chosen = np.zeros((n, h * w), bool)
+    rows = np.arange(n)
+    dr, dc = np.array(_shifts(window)).T  # (window²,)
+    for _ in range(min(k, h * w)):
+        idx = np.argmax(np.where(available, flat, -np.inf), axis=1)  # first maximum: lower index on ties
+        ok = available[rows, idx]
+        if not ok.any():
+            break
+        chosen[rows[ok], idx[ok]] = True
+        r, c = idx[ok] // w, idx[ok] % w
+        rr, cc = r[:, None] + dr, c[:, None] + dc  # (n_ok, window²)
+        inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        which = np.broadcast_to(rows[ok][:, None], rr.shape)
+        available[which[inside], (rr * w + cc)[inside]] = False
+    return chosen.reshape(n, h, w)
+
+
+def _lens_overlap(set_a, set_b, window, direction):
+    """recall: |N(A) ∩ B| / |B|; precision: |A ∩ N(B)| / |A|, per row; float64 (N,)."""
+    if direction == "recall":
+        hits, size = dilate_mask(set_a, window) & set_b, set_b
+    else:
+        hits, size = set_a & dilate_mask(set_b, window), set_a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return hits.sum(axis=(1, 2)) / size.sum(axis=(1, 2)).astype(np.float64)
+
+
+def lens_topk(clean_map, adv_map, k, window=LENS_WINDOW, *, direction="recall"):
+    """w-LENS top-k: top-k intersection in which a pixel counts when it lies within the w×w window of the other set.
+
+    With T_k(S) the k largest pixels and N_w(T) the union of the w×w squares centred on the pixels of T:
+
+      recall    (LENS-recall@k, the paper's headline): |N_w(T_k(clean)) ∩ T_k(adv)| / k, the share of the
+                 attacked map's top-k pixels that lie near a clean top-k pixel;
+      precision (LENS-prec@k):                         |T_k(clean) ∩ N_w(T_k(adv))| / k, the share of the clean
+                 top-k pixels with an attacked top-k pixel nearby.
+
+    The names and the two directions follow the authors' evaluation code (ksandeshk/LENS,
+    MNIST/eval_with_lens_attribution_attack.py: `sum_fo_p` printed as "LENS-recall", `sum_o_fp` as
+    "LENS-prec"). Their neighbourhood is computed on flat indices (±1, ±W), so it wraps from one row end to
+    the next row's start and never contains pixel 0; ours is the square on the 2-D grid, cut at the edges.
+    Ties: lower flat index first, as in `topk_intersection`. `window=1` gives `topk_intersection` exactly.
+
+    Args:
+      clean_map, adv_map: maps (N, H, W).
+      k: number of top pixels, 1 ≤ k ≤ H·W.
+      window: odd side of the square neighbourhood (3: the paper's "3-LENS"; 1: no neighbourhood).
+      direction: "recall" or "precision".
+
+    Returns:
+      float32 (N,) in [0, 1].
+
+    Reference: Kamath et al., "Rethinking Robustness of Model Attributions", AAAI 2024 (arXiv 2312.10534),
+    Figure 2 and the authors' code named above.
+
+    Example:
+      >>> a = [[[1., 0., 0.], [0., 0., 0.], [0., 0., 0.]]]  # top-1 at (0, 0)
+      >>> b = [[[0., 0., 0.], [0., 1., 0.], [0., 0., 0.]]]  # moved to (1, 1): one pixel diagonally
+      >>> float(lens_topk(a, b, k=1)[0]), float(lens_topk(a, b, k=1, window=1)[0])
+      (1.0, 0.0)
+    """
+    a, b = _lens_maps(clean_map, adv_map)
+    _, h, w = a.shape
+    k = _checks.check_positive_int(k, "k", maximum=h * w, context=" (the number of pixels per map)")
+    window = _check_window(window, h, w)
+    direction = _check_direction(direction)
+    return tf.constant(_lens_overlap(topk_masks(a, k), topk_masks(b, k), window, direction), tf.float32)
+
+
+def lens_topk_div(clean_map, adv_map, k, window=LENS_WINDOW, *, direction="recall"):
+    """w-LENS top-k-div: `lens_topk` on the diverse top-k sets D_k (see `diverse_topk_masks`).
+
+      recall    (LENS-recall@k-div): |N_w(D_k(clean)) ∩ D_k(adv)| / |D_k(adv)|
+      precision (LENS-prec@k-div):   |D_k(clean) ∩ N_w(D_k(adv))| / |D_k(clean)|
+
+    The same `window` sets the diversity (no two chosen pixels within one window) and the neighbourhood,
+    as in the authors' code. When fewer than k diverse pixels exist we divide by the set's size (a choice:
+    the authors' code divides by k and would stop with an error there); with k diverse pixels both equal
+    the paper's division by k. `window=1` gives `topk_intersection` exactly.
+
+    Returns:
+      float32 (N,) in [0, 1].
+
+    Reference: Kamath et al. 2024 (arXiv 2312.10534), Figure 2 "3-LENS-recall@k-div"; ksandeshk/LENS,
+    MNIST/eval_with_lens_attribution_attack.py (`topkDiv`, `sum_lfo_fp`, `sum_fo_lfp`).
+    """
+    a, b = _lens_maps(clean_map, adv_map)
+    _, h, w = a.shape
+    k = _checks.check_positive_int(k, "k", maximum=h * w, context=" (the number of pixels per map)")
+    window = _check_window(window, h, w)
+    direction = _check_direction(direction)
+    da, db = diverse_topk_masks(a, k, window), diverse_topk_masks(b, k, window)
+    return tf.constant(_lens_overlap(da, db, window, direction), tf.float32)
+
+
+def lens_kendall_tau(clean_map, adv_map, window=LENS_WINDOW):
+    """LENS-Kendall: Kendall's τ-b between the two maps after a w×w maximum filter (grey dilation) of each.
+
+    The paper names LENS-Kendall and LENS-Spearman but the public code has no implementation of them and we
+    could not find their definition; this is our choice, in the spirit of `lens_topk`: every pixel takes
+    the largest value within its window, so a peak that moves by at most (w − 1)/2 pixels keeps high values
+    at the pixels it covered. `window=1` gives `kendall_tau` exactly. Exact, ties as in SciPy.
+
+    Returns:
+      float32 (N,) in [−1, 1]; NaN where a filtered map is constant.
+    """
+    a, b = _lens_maps(clean_map, adv_map)
+    window = _check_window(window, *a.shape[1:])
+    n = a.shape[0]
+    return tf.constant(kendall_tau_b(dilate_max(a, window).reshape(n, -1), dilate_max(b, window).reshape(n, -1)),
+                       tf.float32)
+
+
+def lens_spearman_rho(clean_map, adv_map, window=LENS_WINDOW):
+    """LENS-Spearman: Spearman's ρ between the two maps after a w×w maximum filter of each (our choice, as
+    `lens_kendall_tau`). `window=1` gives `spearman_rho` exactly.
+
+    Returns:
+      float32 (N,) in [−1, 1]; NaN where a filtered map is constant.
+    """
+    a, b = _lens_maps(clean_map, adv_map)
+    window = _check_window(window, *a.shape[1:])
+    return spearman_rho(dilate_max(a, window), dilate_max(b, window))
+
+
+def lens_metrics(clean_maps, adv_maps, k, window=LENS_WINDOW):
+    """All LENS metrics of `evaluate_robustness` as float32 NumPy arrays (N,), keyed by report name."""
+    return {
+        "lens_topk": lens_topk(clean_maps, adv_maps, k, window).numpy(),
+        "lens_topk_precision": lens_topk(clean_maps, adv_maps, k, window, direction="precision").numpy(),
+        "lens_topk_div": lens_topk_div(clean_maps, adv_maps, k, window).numpy(),
+        "lens_kendall": lens_kendall_tau(clean_maps, adv_maps, window).numpy(),
+        "lens_spearman": lens_spearman_rho(clean_maps, adv_maps, window).numpy(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
 # Keras metric wrappers: the mean over all examples seen, fed update_state(clean_map, adv_map)
 # ------------------------------------------------------------------------------------------------
 
