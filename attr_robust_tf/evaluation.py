@@ -28,8 +28,14 @@ from attr_robust_tf.attacks.pgd import pgd_linf
 from attr_robust_tf.protocols import FAILED_ATTACK, get_protocol
 
 METRICS = ("topk", "kendall", "spearman", "center_shift")
-# what a failed attack scores under the reference rule (method.md §4.5): IN = τ = ρ = 1, no shift
-REFERENCE_FAILED_SCORE = {"topk": 1.0, "kendall": 1.0, "spearman": 1.0, "center_shift": 0.0}
+# locality-sensitive metrics (Kamath et al. 2024, `metrics.lens_metrics`), computed from the stored maps when the
+# report is made, so that chunks saved before they existed still load and nothing in the protocol changes
+LENS_METRICS = ("lens_topk", "lens_topk_precision", "lens_topk_div", "lens_kendall", "lens_spearman")
+ALL_METRICS = METRICS + LENS_METRICS
+# what a failed attack scores under the reference rule (method.md §4.5): IN = τ = ρ = 1, no shift; the
+# LENS metrics of the unchanged clean map are 1 too
+REFERENCE_FAILED_SCORE = {"topk": 1.0, "kendall": 1.0, "spearman": 1.0, "center_shift": 0.0,
+                          **{name: 1.0 for name in LENS_METRICS}}
 # the protocol fields a saved chunk depends on (not the presentation fields or the image count)
 _CHUNK_FIELDS = ("dataset", "split", "offset", "method", "epsilon", "step_size", "steps", "restarts", "k_attack",
                  "k_eval", "ig_steps", "surrogate_beta", "quantize", "pgd_epsilon", "pgd_step_size",
@@ -57,7 +63,8 @@ def summarize(examples, *, failed_attack="exclude", bootstrap_samples=1000, seed
     """Means and 95 % bootstrap intervals of the attack metrics over correctly classified images.
 
     Args:
-      examples: dict of per-example arrays with keys `clean_correct`, `found` and the `METRICS`.
+      examples: dict of per-example arrays with keys `clean_correct`, `found` and the `METRICS` (and any of
+        the `LENS_METRICS`, summarised when present).
       failed_attack: "exclude" leaves images without a label-preserving iterate out (and counts them);
         "reference" scores them (1, 1, 1, 0) like the reference code.
 
@@ -70,7 +77,9 @@ def summarize(examples, *, failed_attack="exclude", bootstrap_samples=1000, seed
     correct = np.asarray(examples["clean_correct"], bool)
     found = np.asarray(examples["found"], bool) & correct
     out = {"num_failed": int(np.sum(correct & ~found)), "num_undefined": {}}
-    for i, name in enumerate(METRICS):
+    for i, name in enumerate(ALL_METRICS):
+        if name not in examples:
+            continue
         values = np.asarray(examples[name], np.float64).copy()
         if failed_attack == "reference":
             values[correct & ~found] = REFERENCE_FAILED_SCORE[name]
@@ -100,6 +109,8 @@ class RobustnessReport:
       failed_attack: which summary is the headline ("exclude" or "reference").
       summaries: {"exclude": summary, "reference": summary} as returned by `summarize`.
       seconds: compute time, summed over chunks (resumed chunks count their original time).
+      ensemble_wins: for an attack ensemble, {metric: {member: images whose kept value came from it}}; None
+        otherwise (and then left out of `to_dict`).
       examples: per-example arrays (not part of the JSON): index, label, clean_prediction, pgd_prediction,
         clean_correct, found, restart, the metrics, and for attacked images `attacked_positions`,
         `clean_images`, `adversarial_images`, `clean_maps`, `adversarial_maps`.
@@ -116,6 +127,7 @@ class RobustnessReport:
     failed_attack: str
     summaries: dict
     seconds: float
+    ensemble_wins: dict = None
     examples: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
@@ -130,6 +142,8 @@ class RobustnessReport:
     def to_dict(self):
         """JSON-ready dict (NaN becomes None); the per-example arrays are left out."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "examples"}
+        if data["ensemble_wins"] is None:
+            del data["ensemble_wins"]
         data["failed_fraction"] = self.num_failed / self.num_attacked if self.num_attacked else None
         return _json_safe(data)
 
@@ -212,8 +226,17 @@ def model_fingerprint(model):
     return digest.hexdigest()
 
 
-def _fingerprint(protocol, model):
-    settings = {k: protocol.to_dict()[k] for k in _CHUNK_FIELDS}
+def _explainer_name(explain):
+    return f"{getattr(explain, '__module__', '')}.{getattr(explain, '__qualname__', type(explain).__name__)}"
+
+
+def _fingerprint(protocol, model, explain=None):
+    data = protocol.to_dict()
+    settings = {k: data[k] for k in _CHUNK_FIELDS}
+    if "ensemble" in data:  # only when set: chunks of a single attack keep their fingerprint
+        settings["ensemble"] = list(data["ensemble"])
+    if explain is not None:
+        settings["explain"] = _explainer_name(explain)
     return json.dumps({"protocol": settings, "model": model_fingerprint(model)}, sort_keys=True)
 
 
@@ -244,10 +267,17 @@ def _evaluate_chunk(model, attack, protocol, surrogate, images, labels, first_in
     }
     out["found"][positions] = result.found
     out["restart"][positions] = result.restart
-    for name in METRICS:
+    # an ensemble's LENS values are its per-metric worst case over members (not those of the kept maps), and
+    # which member won each metric: stored; a single attack's LENS values are computed from the maps later
+    stored = METRICS + tuple(m for m in LENS_METRICS if hasattr(result, m))
+    for name in stored:
         values = np.full(n, np.nan, np.float32)
         values[positions] = getattr(result, name)
         out[name] = values
+    for name, won in getattr(result, "winners", {}).items():
+        values = np.full(n, -1, np.int32)
+        values[positions] = won
+        out[f"winner_{name}"] = values
     out["seconds"] = np.float64(time.perf_counter() - start)
     return out
 
@@ -287,7 +317,7 @@ def _concat(chunks):
     return out
 
 
-def evaluate_robustness(model, dataset, protocol, *, surrogate=None, chunk_dir=None, progress=False):
+def evaluate_robustness(model, dataset, protocol, *, surrogate=None, chunk_dir=None, progress=False, explain=None):
     """Runs the robustness protocol on `dataset` and returns a `RobustnessReport`.
 
     Args:
@@ -300,6 +330,9 @@ def evaluate_robustness(model, dataset, protocol, *, surrogate=None, chunk_dir=N
       chunk_dir: if given, each chunk of `protocol.chunk_size` images is saved there as `chunk_<k>.npz`
         and reused on the next call with the same model and settings (resuming a long evaluation).
       progress: show a tqdm progress bar (True), or a callable called with each number of images done.
+      explain: None for the protocol's IG maps, or an attribution method `explain(model, images, labels) ->
+        maps` evaluated instead (see `AttributionAttack`; differentiable with respect to the images). Its
+        module and name are part of the saved chunks' fingerprint.
 
     Returns:
       A `RobustnessReport`.
@@ -308,14 +341,14 @@ def evaluate_robustness(model, dataset, protocol, *, surrogate=None, chunk_dir=N
     """
     protocol = get_protocol(protocol)
     model = unwrap(model)
-    attack = protocol.attack()
+    attack = protocol.attack() if explain is None else protocol.attack(explain=explain)
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=protocol.num_images, unit="img", desc=f"evaluate {protocol.name}")
         progress = bar.update
-    fingerprint = _fingerprint(protocol, model) if chunk_dir else None
+    fingerprint = _fingerprint(protocol, model, explain) if chunk_dir else None
     if chunk_dir:
         os.makedirs(chunk_dir, exist_ok=True)
     chunks = []
@@ -343,8 +376,37 @@ def evaluate_robustness(model, dataset, protocol, *, surrogate=None, chunk_dir=N
     return _report(model, protocol, chunks)
 
 
+def _add_lens(examples, protocol):
+    """The LENS metrics of every attacked image from its stored maps, where the chunks do not hold them."""
+    from attr_robust_tf import metrics
+
+    n = len(examples["index"])
+    positions = examples["attacked_positions"]
+    missing = [name for name in LENS_METRICS if name not in examples]
+    if not missing:
+        return
+    computed = (metrics.lens_metrics(examples["clean_maps"], examples["adversarial_maps"], protocol.k_eval,
+                                     protocol.lens_window) if len(positions) else {})
+    for name in missing:
+        values = np.full(n, np.nan, np.float32)
+        if len(positions):
+            values[positions] = computed[name]
+        examples[name] = values
+
+
+def _ensemble_wins(examples, protocol):
+    if protocol.ensemble is None or not any(k.startswith("winner_") for k in examples):
+        return None
+    from attr_robust_tf.attacks.ensemble import member_names
+
+    names = member_names(protocol.ensemble)
+    return {key[len("winner_"):]: {name: int(np.sum(examples[key] == i)) for i, name in enumerate(names)}
+            for key in sorted(examples) if key.startswith("winner_")}
+
+
 def _report(model, protocol, chunks):
     examples = _concat(chunks)
+    _add_lens(examples, protocol)
     n = len(examples["index"])
     correct = examples["clean_correct"]
     summaries = {rule: summarize(examples, failed_attack=rule, bootstrap_samples=protocol.bootstrap_samples,
@@ -361,6 +423,7 @@ def _report(model, protocol, chunks):
         failed_attack=protocol.failed_attack,
         summaries=summaries,
         seconds=float(sum(float(c["seconds"]) for c in chunks)),
+        ensemble_wins=_ensemble_wins(examples, protocol),
         examples=examples,
     )
 

@@ -9,13 +9,20 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from attr_robust_tf.evaluation import METRICS
+from attr_robust_tf.evaluation import LENS_METRICS, METRICS
 
 _METRIC_TITLES = {
     "topk": "IN (top-{k} intersection)",
     "kendall": "CO (Kendall's τ)",
     "spearman": "Spearman's ρ",
     "center_shift": "center shift (px)",
+}
+_LENS_TITLES = {
+    "lens_topk": "{w}-LENS-recall@{k}",
+    "lens_topk_precision": "{w}-LENS-prec@{k}",
+    "lens_topk_div": "{w}-LENS-recall@{k}-div",
+    "lens_kendall": "{w}-LENS-Kendall",
+    "lens_spearman": "{w}-LENS-Spearman",
 }
 
 
@@ -66,8 +73,55 @@ def _cell(stat, percent):
     return text + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "")
 
 
-def _metric_row(summary):
-    return [_cell(summary[name], percent=name == "topk") for name in METRICS]
+def _metric_row(summary, names=METRICS):
+    return [_cell(summary[name], percent=name in ("topk", "lens_topk", "lens_topk_precision", "lens_topk_div"))
+            for name in names]
+
+
+def _lens_lines(report):
+    """The LENS table (Kamath et al. 2024) and, for an attack ensemble, how often each member won."""
+    p = report.protocol
+    headline = report.summaries[report.failed_attack]
+    names = [m for m in LENS_METRICS if m in headline]
+    lines = []
+    if names:
+        window = p.get("lens_window", 3)
+        titles = [_LENS_TITLES[m].format(w=window, k=p["k_eval"]) for m in names]
+        lines += [
+            "## Locality-sensitive metrics (LENS)",
+            "",
+            "| model | " + " | ".join(titles) + " |",
+            "|---|" + "---|" * len(titles),
+            f"| {report.model_name} | " + " | ".join(_metric_row(headline, names)) + " |",
+            "",
+            f"Kamath et al. 2024 (arXiv 2312.10534), on the same maps and images as the table above: a top-k pixel "
+            f"counts when it lies within the {window}×{window} window of the other map's top-k set (recall: the "
+            "attacked map's pixels near the clean set; prec: the clean pixels near the attacked set); -div uses "
+            "the diverse top-k sets; LENS-Kendall/Spearman compare the maps after a "
+            f"{window}×{window} maximum filter. Same scoring rule and intervals as above (docs/evaluation.md).",
+            "",
+        ]
+    if report.ensemble_wins:
+        members = list(next(iter(report.ensemble_wins.values())))
+        lines += [
+            "## Attack ensemble",
+            "",
+            "Per image and metric the worst label-preserving result over the members is kept. Images whose kept "
+            "value came from each member:",
+            "",
+            "| metric | " + " | ".join(members) + " |",
+            "|---|" + "---|" * len(members),
+        ]
+        lines += [f"| {metric} | " + " | ".join(str(wins[m]) for m in members) + " |"
+                  for metric, wins in report.ensemble_wins.items()]
+        lines.append("")
+    return lines
+
+
+def _attack_name(p):
+    if p.get("ensemble"):
+        return "worst case over the ensemble " + ", ".join(f"`{m}`" for m in p["ensemble"])
+    return f"`{p['method']}`"
 
 
 def format_markdown(report):
@@ -110,11 +164,14 @@ def format_markdown(report):
         "",
         "NA: clean accuracy. AA: accuracy under ℓ∞ PGD on cross-entropy "
         f"(ε = {p['pgd_epsilon']:.4g}, {p['pgd_steps']} steps of {p['pgd_step_size']:.4g}, random start). "
-        f"Attack: `{p['method']}`, ε = {p['epsilon']:.4g}, {p['steps']} steps of {p['step_size']:.4g}, "
+        f"Attack: {_attack_name(p)}, ε = {p['epsilon']:.4g}, {p['steps']} steps of {p['step_size']:.4g}, "
         f"{p['restarts']} restart(s), k_attack = {p['k_attack']}, IG with {p['ig_steps']} right-Riemann points "
         "(logit, zero baseline); metrics on the real network's maps, attack gradients through a softplus "
         f"surrogate (β = {p['surrogate_beta']:g}).",
         "",
+    ]
+    lines += _lens_lines(report)
+    lines += [
         "## Settings",
         "",
         "| setting | value |",

@@ -2,6 +2,7 @@
 
   python tools/evaluate.py --model=runs/x/model.keras --protocol=fmnist:cpu --workdir=runs/x/eval
   python tools/evaluate.py ... --limit=100 --offset=200 --set=restarts=1
+  python tools/evaluate.py ... --ensemble   # worst case over topk, mass_center and random_sign
 
 Writes <workdir>/report.json, report.md (the paper-style table) and attacks.png, keeping per-chunk results in
 <workdir>/chunks/: an interrupted run resumes where it stopped when started again with the same flags.
@@ -26,6 +27,8 @@ def define_flags():
     flags.DEFINE_integer("examples", 6, "Rows of attacks.png.")
     flags.DEFINE_bool("overwrite", False, "Delete saved chunks and start over instead of resuming.")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    flags.DEFINE_bool("ensemble", False, "Worst case over the attack ensemble topk, mass_center, random_sign "
+                      "(per image and metric), instead of the protocol's single attack.")
 
 
 def main(argv):
@@ -44,6 +47,8 @@ def main(argv):
     overrides = {k: v for k, v in (("num_images", FLAGS.limit), ("offset", FLAGS.offset)) if v is not None}
     try:
         overrides.update(protocols.parse_overrides(FLAGS.set))
+        if FLAGS.ensemble and "ensemble" not in overrides:
+            overrides["ensemble"] = protocols.DEFAULT_ENSEMBLE
         protocol = protocols.get_protocol(FLAGS.protocol, **overrides)
     except ValueError as e:  # user mistakes: usage message, exit 1
         raise app.UsageError(str(e)) from None

@@ -163,24 +163,43 @@ def _image_spec(*shape, dtype=tf.float32):
     return tf.TensorSpec((None,) + tuple(shape), dtype)
 
 
-def _compiled_maps(model, ig_steps, image_shape):
+def attribution_map(model, images, labels, *, ig_steps, explain=None):
+    """The (N, H, W) saliency map the attack compares: IG with `ig_steps` points by default, or `explain`.
+
+    `explain(model, images, labels)` returns attributions (N, H, W, C) or maps (N, H, W); both go through
+    `saliency_map` (channel-summed |·|, normalised to sum H·W), as the IG attributions do. It must be
+    traceable by `tf.function` and differentiable with respect to `images` (the attack differentiates it on
+    the surrogate network).
+    """
+    if explain is None:
+        return saliency_map(integrated_gradients(model, images, labels, steps=ig_steps))
+    out = tf.convert_to_tensor(explain(model, images, labels))
+    if out.shape.rank == 3:
+        out = out[..., None]
+    if out.shape.rank != 4:
+        raise ValueError(f"`explain` must return attributions (N, H, W, C) or maps (N, H, W). Received: a result "
+                         f"of shape {tuple(out.shape)}.")
+    return saliency_map(tf.cast(out, tf.float32))
+
+
+def _compiled_maps(model, ig_steps, image_shape, explain=None):
     """(logits, real-model saliency map of the predicted class) for a batch, compiled once."""
-    key = ("maps", ig_steps, image_shape)
+    key = ("maps", ig_steps, image_shape) + (() if explain is None else (explain,))
     per_model = _STEPS.setdefault(model, {})
     if key not in per_model:
         @tf.function(input_signature=[_image_spec(*image_shape)])
         def maps(x):
             logits = _checks.check_logits(model(x, training=False))
             pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            return logits, saliency_map(integrated_gradients(model, x, pred, steps=ig_steps))
+            return logits, attribution_map(model, x, pred, ig_steps=ig_steps, explain=explain)
 
         per_model[key] = maps
     return per_model[key]
 
 
-def _compiled_step(model, surrogate, method, ig_steps, clip, quantize, image_shape):
+def _compiled_step(model, surrogate, method, ig_steps, clip, quantize, image_shape, explain=None):
     """One attack step for a batch of rows, with per-row bookkeeping, compiled once per setting."""
-    key = ("step", surrogate, method, ig_steps, clip, quantize, image_shape)
+    key = ("step", surrogate, method, ig_steps, clip, quantize, image_shape) + (() if explain is None else (explain,))
     per_model = _STEPS.setdefault(model, {})
     if key in per_model:
         return per_model[key]
@@ -209,7 +228,7 @@ def _compiled_step(model, surrogate, method, ig_steps, clip, quantize, image_sha
         else:
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 tape.watch(adv)
-                smooth = saliency_map(integrated_gradients(surrogate, adv, y, steps=ig_steps))
+                smooth = attribution_map(surrogate, adv, y, ig_steps=ig_steps, explain=explain)
                 loss = tf.reduce_sum(_loss(method, smooth, aux, center))
             grad = tape.gradient(loss, adv)
             direction = -grad
@@ -217,7 +236,7 @@ def _compiled_step(model, surrogate, method, ig_steps, clip, quantize, image_sha
         adv = project(adv + step_size * tf.sign(direction), x, epsilon, clip, quantize)
         # label check and criterion on the real (ReLU) network (method.md §4.5)
         pred = tf.argmax(model(adv, training=False), axis=-1, output_type=tf.int32)
-        adv_map = saliency_map(integrated_gradients(model, adv, y, steps=ig_steps))
+        adv_map = attribution_map(model, adv, y, ig_steps=ig_steps, explain=explain)
         tau = metrics.kendall_tau(clean_map, adv_map)
         # an undefined τ (constant map) still marks a label-preserving iterate, ranked after any defined τ
         crit = tf.where(tf.equal(pred, y), tf.where(tf.math.is_nan(tau), 2.0, tau), np.inf)
@@ -309,6 +328,10 @@ class AttributionAttack:
       images_per_chunk: images attacked together (all restarts and IG points in one computation per step);
         None derives it from `memory_budget_mb`.
       memory_budget_mb: activation memory one chunk may use (an estimate from the layer output sizes).
+      explain: None for the IG map, or any attribution method `explain(model, images, labels) -> maps`
+        ((N, H, W, C) attributions or (N, H, W) maps, traceable and differentiable with respect to `images`;
+        see `attribution_map` and docs/evaluation.md). It replaces IG everywhere: the clean and attacked maps
+        of the real network and the attack direction on the surrogate. Not part of `get_config`.
 
     Returns (from `__call__(model, images, labels)`): an `AttackResult`.
 
@@ -323,7 +346,11 @@ class AttributionAttack:
 
     def __init__(self, method="topk", *, epsilon, step_size, steps, k_attack=100, k_eval=100, ig_steps=100,
                  restarts=1, surrogate_beta=1.0, seed=0, quantize=None, clip=(0.0, 1.0), region=None,
-                 images_per_chunk=None, memory_budget_mb=1024):
+                 images_per_chunk=None, memory_budget_mb=1024, explain=None):
+        if explain is not None and not callable(explain):
+            raise TypeError(f"`explain` must be None or a callable explain(model, images, labels) -> maps. "
+                            f"Received: explain={explain!r}.")
+        self.explain = explain
         self.method = _checks.lookup("attack method", method, {m: m for m in METHODS})
         self.epsilon = _checks.check_nonnegative(epsilon, "epsilon")
         if self.epsilon > 1.0:
@@ -365,6 +392,10 @@ class AttributionAttack:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def replace(self, **overrides):
+        """A copy with some settings changed (the `explain` function is kept unless overridden)."""
+        return type(self)(**{**self.get_config(), "explain": self.explain, **overrides})
 
     def __repr__(self):
         fields = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "region")
@@ -427,9 +458,9 @@ class AttributionAttack:
             surrogate = default_surrogate(model, self.surrogate_beta)
         n, h, w, c = images.shape
         image_shape = (h, w, c)
-        maps_fn = _compiled_maps(model, self.ig_steps, image_shape)
+        maps_fn = _compiled_maps(model, self.ig_steps, image_shape, self.explain)
         step_fn = _compiled_step(model, surrogate, self.method, self.ig_steps, self.clip, self.quantize,
-                                 image_shape)
+                                 image_shape, self.explain)
         chunk = self.chunk_images(model, image_shape)
         parts = []
         zero_gradient = []
