@@ -188,7 +188,7 @@ class ExplainTest(testing.TestCase):
             import tensorflow as tf
 
             targets = tf.one_hot(labels, model.output_shape[-1])
-            return xplique.Saliency(model).explain(images, targets)
+            return xplique.Saliency(model, batch_size=None).explain(images, targets)
 
         result = AttributionAttack("topk", explain=explain, **SETTINGS)(model, x, y)
         self.assertEqual(result.clean_maps.shape, (4, 8, 8))
