@@ -140,3 +140,20 @@ class ExplainToolTest(testing.TestCase):
                   f"--out_dir={out}")
         self.assertEqual(bad.returncode, 1)
         self.assertIn("`--methods` must be among", bad.stderr)
+
+
+class EnsembleFlagTest(testing.TestCase):
+    @pytest.mark.slow
+    def test_ensemble_flag(self):
+        plain, _ = saved_models()
+        workdir = os.path.join(self.get_temp_dir(), "eval_ensemble")
+        result = run("evaluate.py", f"--model={plain}", "--protocol=tiny", f"--workdir={workdir}", "--limit=4",
+                     "--noprogress", "--ensemble")
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        with open(os.path.join(workdir, "report.json")) as f:
+            report = json.load(f)
+        self.assertEqual(report["protocol"]["ensemble"], ["topk", "mass_center", "random_sign"])
+        self.assertEqual(set(report["ensemble_wins"]["kendall"]), {"topk", "mass_center", "random_sign"})
+        self.assertIn("lens_topk", report["summaries"]["exclude"])
+        with open(os.path.join(workdir, "report.md")) as f:
+            self.assertIn("## Attack ensemble", f.read())
