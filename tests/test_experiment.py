@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from attr_robust_tf import config_utils, distribute, experiment
+from attr_robust_tf import config_utils, configs, distribute, experiment
 from attr_robust_tf.data import cache
 from attr_robust_tf.robust_model import RobustModel
 
@@ -20,8 +20,7 @@ needs_fmnist = pytest.mark.skipif(
 
 
 def config(dataset, objective, arg=None, **overrides):
-    common = config_utils.import_sibling(os.path.join(ROOT, "configs", "common.py"), "common")
-    return config_utils.override(common.get_config(dataset, objective, arg), overrides)
+    return config_utils.override(configs.get(dataset, objective, arg), overrides)
 
 
 @pytest.fixture(autouse=True)
