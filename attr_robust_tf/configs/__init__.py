@@ -12,7 +12,7 @@ import os
 
 from attr_robust_tf.configs.common import CPU, CPU_SHRINK, DATASETS, OBJECTIVES, SARKAR_FLOWER, VARIANTS, get_config
 
-__all__ = ["get", "load", "DIR", "EXPERIMENT", "DATASETS", "OBJECTIVES", "VARIANTS", "CPU", "CPU_SHRINK",
+__all__ = ["get", "load", "resolve", "DIR", "EXPERIMENT", "DATASETS", "OBJECTIVES", "VARIANTS", "CPU", "CPU_SHRINK",
            "SARKAR_FLOWER"]
 
 DIR = os.path.dirname(os.path.abspath(__file__))
@@ -36,3 +36,29 @@ def load(dataset, objective, variant=None, overrides=()):
     if overrides:
         config = config_utils.override(config, overrides if isinstance(overrides, dict) else list(overrides))
     return config_utils.validate(config)
+
+
+def resolve(spec):
+    """The `--config` value `path[:arg]` with `path` made a file that exists, for config_flags.
+
+    An existing `path` is kept (a checkout's `configs/x.py`, your own file). Otherwise the config comes from the
+    installed package, so the same command line works without the checkout:
+    `attr_robust_tf/configs/experiment.py:arg` (or `experiment.py:arg`) is this package's file, and
+    `configs/<dataset>_<objective>.py:arg` / `configs/tiny.py:objective` become
+    `experiment.py:<dataset>,<objective>,<arg>` / `experiment.py:fmnist,<objective>,tiny`.
+    """
+    path, sep, arg = str(spec).partition(":")
+    if os.path.exists(path) or not path.endswith(".py"):
+        return spec
+    parts = path.replace(os.sep, "/").split("/")
+    name = parts[-1][:-3]
+    if os.path.isfile(os.path.join(DIR, parts[-1])) and parts[-1] != "__init__.py" and (
+            len(parts) == 1 or parts[-3:-1] == ["attr_robust_tf", "configs"]):
+        return os.path.join(DIR, parts[-1]) + sep + arg
+    if len(parts) >= 2 and parts[-2] == "configs":
+        if name == "tiny":
+            return f"{EXPERIMENT}:fmnist,{arg or 'sarkar2021'},tiny"
+        dataset, _, objective = name.partition("_")
+        if dataset in DATASETS and objective in OBJECTIVES:
+            return f"{EXPERIMENT}:{dataset},{objective}" + (f",{arg}" if arg else "")
+    return spec
