@@ -309,8 +309,8 @@ def validate(config, *, num_replicas=1):
     """Checks every field of an experiment config before any TensorFlow work; returns the config.
 
     Unknown keys, datasets, models, objectives, regularizers, optimizers, strategies and protocols raise a
-    did-you-mean ValueError naming the dotted key; ranges follow method.md (ε > 0, 0 < step_size <= ε,
-    weights >= 0, ...); the global batch must split evenly over `num_replicas` (style.md §5).
+    did-you-mean ValueError naming the dotted key; ranges follow docs/method.md (ε > 0, 0 < step_size <= ε,
+    weights >= 0, ...); the global batch must split evenly over `num_replicas` (docs/conventions.md §5).
     """
     from attr_robust_tf import attributions, data, models, objectives, protocols
 
@@ -421,8 +421,8 @@ def validate(config, *, num_replicas=1):
     _choice(config, "runtime.strategy", STRATEGIES, "strategy")
     for key in ("jit_compile", "deterministic"):
         if not isinstance(get(config, f"runtime.{key}"), bool):
-            _fail(f"runtime.{key}", "True or False" + (" (never 'auto', style.md §1)" if key == "jit_compile"
-                                                          else ""), config.runtime[key])
+            never = " (never 'auto', docs/conventions.md §1)" if key == "jit_compile" else ""
+            _fail(f"runtime.{key}", "True or False" + never, config.runtime[key])
     _int(config, "runtime.logical_cpus", minimum=0)
     return config
 

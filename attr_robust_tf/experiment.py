@@ -8,10 +8,11 @@ takes explicit keyword arguments. `run_train` writes to its workdir (docs/conven
     metrics.csv, tb/   per-epoch metrics (CSV) and TensorBoard logs
     model.keras        the trained `RobustModel`, written at the end
 
-Every file is written to a temporary name and renamed (`config_utils.write_atomic`, on `tf.io.gfile`). A run killed at any point resumes from its last
-finished epoch and ends with the same weights as an uninterrupted run: the weights and the optimizer state
-(including `iterations`, which seeds the inner attack) are restored, and the order and augmentation of the
-training batches depend only on (seed, epoch, step), never on how many epochs this process has seen.
+Every file is written to a temporary name and renamed (`config_utils.write_atomic`, on `tf.io.gfile`). A run
+killed at any point resumes from its last finished epoch and ends with the same weights as an uninterrupted run:
+the weights and the optimizer state (including `iterations`, which seeds the inner attack) are restored, and the
+order and augmentation of the training batches depend only on (seed, epoch, step), never on how many epochs this
+process has seen.
 """
 import csv
 import io

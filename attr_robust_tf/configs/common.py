@@ -24,7 +24,7 @@ __all__ = ["VARIANTS", "DATASETS", "OBJECTIVES", "SARKAR_FLOWER", "CPU", "CPU_SH
 
 VARIANTS = ("cpu", "tiny")
 
-# Config-file prefix → one row of reference settings (method.md §8.2 unless noted).
+# Config-file prefix → one row of reference settings (docs/method.md §8.2 unless noted).
 DATASETS = {
     "mnist": dict(
         data="mnist", model="mnist_cnn", image_size=None, augment=False,
@@ -51,20 +51,21 @@ DATASETS = {
         protocol="fmnist"),
     "gtsrb": dict(
         data="gtsrb", model="gtsrb_resnet", image_size=None,
-        augment=True,  # seeded online rotation/translation instead of the unseeded offline 10k/class (data.md §3.3)
+        # seeded online rotation/translation instead of the unseeded offline 10k/class (docs/datasets.md §3.3)
+        augment=True,
         seed=451760341,  # RAR GTSRB tf seed
         optimizer="momentum", lr=1e-3, weight_decay=2e-4,  # momentum SGD 0.9, w_d 2e-4
         lr_schedule=((500, 10.0), (60000, 1.0)),  # {0: 1e-3, 500: 1e-2, 60,000: 1e-3}
         batch_size=64,
         # 70,001 steps of 64 on ≈ 35,300 train images (90 % of the 39,209 tracks): ≈ 127 epochs
         epochs=127, natural_epochs=127,
-        epsilon=8 / 255, attack_steps=7, step_size=2 / 255,  # 8 and 2 on the 0–255 scale (method.md §1)
+        epsilon=8 / 255, attack_steps=7, step_size=2 / 255,  # 8 and 2 on the 0–255 scale (docs/method.md §1)
         ig_steps=50, inner_ig_steps=5,  # m = 50, approx_factor 10 → m' = 5
         ig_norm=1.0, ig_sum_norm=1.0,
         art_top_k=None,  # 32×32×3 = CIFAR's 3,072 entries: ART's k of the objective row unchanged
         protocol="gtsrb"),
     "flower17": dict(
-        data="flower17", model="flower_resnet", image_size=128,  # 128×128, aspect not kept (data.md §4.3)
+        data="flower17", model="flower_resnet", image_size=128,  # 128×128, aspect not kept (docs/datasets.md §4.3)
         # the 72/8 protocol has no validation split: no per-epoch validation (set a limit to score on test)
         validation_split="test", validation_limit=0,
         augment=True,  # online augmentation instead of the offline 1,000 per class
@@ -81,16 +82,16 @@ DATASETS = {
         protocol="flower17"),
 }
 
-# Objective → what its row in `objectives` does not hold (method.md §7), and which of its row's settings replace
+# Objective → what its row in `objectives` does not hold (docs/method.md §7), and which of its row's settings replace
 # the dataset's (the others come from `DATASETS`, the RAR rows). Weights are the row's unless per dataset.
 OBJECTIVES = {
-    "natural": dict(loss_reduction="sum"),  # RAR sums CE over the batch (method.md §7.1, §9 quirk 5)
+    "natural": dict(loss_reduction="sum"),  # RAR sums CE over the batch (docs/method.md §7.1, §9 quirk 5)
     "madry": dict(loss_reduction="sum"),  # TF1 minimize of a per-example vector sums (§7.1)
     # TRADES' trades.py averages; β of the row (the MNIST script default); Madry inner settings (§7.4)
     "trades": dict(loss_reduction="mean"),
     "ig_norm": dict(loss_reduction="sum"),  # weight λ from DATASETS (§7.5)
     "ig_sum_norm": dict(loss_reduction="sum"),  # weight β from DATASETS; the inner term shares it (§7.6)
-    # ART's PyTorch losses average; 0.5·triplet, softplus β = 50 (method.md §4.2); 3 steps whose size keeps
+    # ART's PyTorch losses average; 0.5·triplet, softplus β = 50 (docs/method.md §4.2); 3 steps whose size keeps
     # the row's ratio a/ε = 5/8 (5/255 at ε = 8/255) at the dataset's ε (§7.7)
     "art": dict(loss_reduction="mean", own=("attack_steps", "step_ratio", "surrogate_beta")),
     # reduce_sum of CE and both regularizers; one λ = 0.1 for both; m = 20 outer and 5 inner IG points
@@ -98,7 +99,7 @@ OBJECTIVES = {
     "sarkar2021": dict(loss_reduction="sum", own=("ig_steps", "inner_ig_steps", "inner_weight")),
 }
 
-# Sarkar et al. released Flower settings only (method.md §7.8); other datasets use their RAR rows [ours].
+# Sarkar et al. released Flower settings only (docs/method.md §7.8); other datasets use their RAR rows [ours].
 SARKAR_FLOWER = dict(batch_size=1, epochs=82,  # 100,000 steps of 1 on 1,224 images
                      lr=1e-4, lr_schedule=((500, 3.0), (60000, 1.0)))  # {0: 1e-4, 500: 3e-4, 60,000: 1e-4}
 
@@ -120,7 +121,7 @@ CPU_SHRINK = dict(
     lr_factor=10.0,  # Adam 1e-3 (momentum-SGD 10× too): 2 short epochs learn nothing at the reference LR
     loss_reduction="mean",  # per-example scale; not a parity run
     attack_steps=3,  # not 40/20/7: each inner step costs m' double-backprop passes
-    ig_steps=8, inner_ig_steps=2,  # not 50/20 and 10/5: the IG points dominate the cost (method.md §11.1)
+    ig_steps=8, inner_ig_steps=2,  # not 50/20 and 10/5: the IG points dominate the cost (docs/method.md §11.1)
 )
 
 
@@ -142,7 +143,7 @@ def get_config(dataset, objective, arg=None):
 
     c.data = ml_collections.ConfigDict()
     c.data.name = ds["data"]
-    c.data.train_split = "train"  # MNIST/FMNIST: 55,000 after the first 5,000 (method.md §8.4)
+    c.data.train_split = "train"  # MNIST/FMNIST: 55,000 after the first 5,000 (docs/method.md §8.4)
     c.data.validation_split = ds.get("validation_split", "validation")
     c.data.limit = placeholder(int)  # None: the whole split
     c.data.offset = 0
@@ -172,11 +173,11 @@ def get_config(dataset, objective, arg=None):
         c.train.lr_schedule = SARKAR_FLOWER["lr_schedule"]
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.protocol = f"{ds['protocol']}:reference"  # the RAR evaluation protocol (method.md §4.6)
+    c.eval.protocol = f"{ds['protocol']}:reference"  # the RAR evaluation protocol (docs/method.md §4.6)
 
     c.runtime = ml_collections.ConfigDict()
     c.runtime.strategy = "default"  # or mirrored / multi_worker (--strategy)
-    c.runtime.jit_compile = False  # XLA is ~2× slower on CPU and fails under Mirrored (stack.md §5)
+    c.runtime.jit_compile = False  # XLA is ~2× slower on CPU and fails under Mirrored (docs/stack.md §5)
     c.runtime.logical_cpus = 2  # 2 replicas for --strategy=mirrored on a CPU; no effect otherwise
     c.runtime.deterministic = True  # deterministic ops, no Grappler rewrites: runs repeat bit for bit
 
@@ -207,7 +208,7 @@ def _robust(dataset, objective):
         random_start=True,  # uniform start in the ε-ball (RAR/Madry); TRADES' row starts at x + 0.001·N(0, I)
         ig_steps=setting("ig_steps"),
         inner_ig_steps=setting("inner_ig_steps"),
-        ig_method="riemann_right",  # every reference loss uses right Riemann sums (method.md §2.2)
+        ig_method="riemann_right",  # every reference loss uses right Riemann sums (docs/method.md §2.2)
         ig_batch_size=placeholder(int),  # None: all path points in one pass
         inner_weight=config_utils.row_default(objective, "inner_weight"),
         surrogate_beta=(config_utils.row_default(objective, "surrogate_beta") if "surrogate_beta" in own
