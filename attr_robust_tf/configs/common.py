@@ -217,8 +217,8 @@ def _robust(dataset, objective):
         epsilon_warmup_epochs=0,  # constant ε (a schedules.EpsilonSchedule ramp when > 0)
     )
     block = ml_collections.ConfigDict()
-    for key in config_utils.robust_keys(objective):
-        value = values[key]
+    for key in config_utils.robust_keys(objective):  # a setting not listed above: the row's default
+        value = values[key] if key in values else config_utils.row_default(objective, key)
         block[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
     return block
 
