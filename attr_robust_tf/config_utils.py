@@ -19,6 +19,7 @@ import ml_collections
 import tensorflow as tf
 
 from attr_robust_tf import _checks
+from attr_robust_tf._files import write_atomic  # noqa: F401  (the one atomic-write helper)
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 OPTIMIZERS = ("adam", "sgd", "momentum")  # "momentum": SGD with momentum, the RAR ResNet optimizer (§8.2)
@@ -481,31 +482,5 @@ def load(path):
 
 
 def write_text(path, text):
-    """Writes `text` to `path` atomically (`write_atomic`)."""
+    """Writes `text` to `path` atomically (`write_atomic`, on `tf.io.gfile`)."""
     write_atomic(path, text)
-
-
-def write_atomic(path, content):
-    """Writes `path` atomically: a temporary file in the same folder, then a rename over `path`.
-
-    `content` is text, bytes, or a function that writes the file at the temporary path it is given
-    (`lambda tmp: model.save(tmp)`; the temporary name ends with the name of `path`, so suffix checks pass). On
-    `tf.io.gfile`, so the path may be local or remote (gs://, hdfs://); a reader sees the old file or the new one,
-    never a part. The one atomic-write helper of the experiment layer.
-    """
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    if folder:
-        tf.io.gfile.makedirs(folder)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{name}")
-    try:
-        if callable(content):
-            content(tmp)
-        else:
-            with tf.io.gfile.GFile(tmp, "wb" if isinstance(content, bytes) else "w") as f:
-                f.write(content)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.remove(tmp)
-        raise

@@ -13,7 +13,7 @@ PACKAGE = pathlib.Path(attr_robust_tf.__file__).parent
 
 # Layers of style.md §2: a module may import only from strictly lower layers (or its own subpackage).
 LAYERS = {
-    "errors": 0, "version": 0, "_checks": 0, "surrogate": 0, "distribute": 0,
+    "errors": 0, "version": 0, "_checks": 0, "_files": 0, "surrogate": 0, "distribute": 0,
     "scores": 1, "data": 1, "metrics": 1, "models": 1,
     "attributions": 2,
     "attacks.pgd": 3, "regularizers": 3,
