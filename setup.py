@@ -16,6 +16,8 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["attr_robust_tf", "attr_robust_tf.*"]),
     python_requires=">=3.10",
+    # `python -m attr_robust_tf.cli.train` as a command; its configs ship in attr_robust_tf/configs/
+    entry_points={"console_scripts": ["attr-robust-train = attr_robust_tf.cli.train:run"]},
     # Ranges, not pins: requirements.txt holds the exact set tested together.
     install_requires=[
         "tensorflow>=2.16",

@@ -1,25 +1,36 @@
-"""Experiment configs: the `:arg` of a config file, dotted overrides, validation and JSON I/O (style.md §6).
+"""Experiment configs: the `:arg` of a config file, dotted overrides, validation and JSON I/O.
 
-The only library module that imports `ml_collections`. Configs are `ConfigDict`s with the blocks `seed`, `lr`,
-`data`, `model`, `train`, `robust`, `eval` and `runtime`; `configs/common.py` builds them from the reference
-tables of method.md. `validate` runs before any TensorFlow work and raises a `ValueError` that names the dotted
-key, what was expected and what was received, with a did-you-mean for unknown names.
+The only library module that reads `ConfigDict`s besides `experiment` and `configs` (docs/conventions.md §6).
+Configs are `ConfigDict`s with the blocks `seed`, `lr`, `data`, `model`, `train`, `robust`, `eval` and
+`runtime`; `attr_robust_tf.configs` builds them from the reference tables of docs/method.md §8. Values are set
+through one function, `override` (`ConfigDict.update_from_flattened_dict` on dotted keys, values parsed by
+`parse_value`); the command line's `--config.a.b=value` is ml_collections' `config_flags`. Types are the
+locked `ConfigDict`'s; `validate` adds what a `ConfigDict` cannot check (ranges, names, the keys an objective
+uses, cross-field rules) and raises a `ValueError` naming the dotted key, with a did-you-mean for typos.
 """
-import difflib
+import ast
 import importlib.util
 import inspect
 import json
 import math
 import os
-import sys
-import tempfile
 
 import ml_collections
+import tensorflow as tf
+
+from attr_robust_tf import _checks
+from attr_robust_tf._files import write_atomic  # noqa: F401  (the one atomic-write helper)
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 OPTIMIZERS = ("adam", "sgd", "momentum")  # "momentum": SGD with momentum, the RAR ResNet optimizer (§8.2)
 LOSS_REDUCTIONS = ("mean", "sum")
 SYNTHETIC = "synthetic"  # data.synthetic(...): random 8×8 images for tests and CI
+# The `robust` keys that are `RobustModel` settings (its keyword arguments, one each).
+ROBUST_FIELDS = ("loss_reduction", "weights", "epsilon", "step_size", "attack_steps", "random_start", "ig_steps",
+                 "inner_ig_steps", "ig_method", "ig_batch_size", "inner_weight", "surrogate_beta", "top_k")
+# Keys whose off value leaves a run unchanged: `to_json` leaves them out at that value and `from_json` puts
+# them back, so a config.json written before the key existed still names the same run (resume, reuse).
+OPTIONAL = {"robust.epsilon_warmup_epochs": 0, "train.influence_every": 0}
 
 # Every key a config may hold, per block; anything else is a typo (did-you-mean). Keys of REQUIRED must be set.
 SCHEMA = {
@@ -27,15 +38,15 @@ SCHEMA = {
     "data": ("name", "train_split", "validation_split", "limit", "offset", "validation_limit", "image_size",
              "augment", "num_examples", "image_shape", "num_classes"),
     "model": ("name", "weight_decay"),
-    "train": ("optimizer", "lr", "momentum", "lr_schedule", "batch_size", "epochs", "steps_per_epoch"),
-    "robust": ("objective", "loss_reduction", "weights", "epsilon", "step_size", "attack_steps", "random_start",
-               "ig_steps", "inner_ig_steps", "ig_method", "ig_batch_size", "inner_weight", "surrogate_beta",
-               "top_k"),
+    "train": ("optimizer", "lr", "momentum", "lr_schedule", "batch_size", "epochs", "steps_per_epoch",
+              "influence_every"),
+    "robust": ("objective",) + ROBUST_FIELDS + ("epsilon_warmup_epochs",),
     "eval": ("protocol",),
     "runtime": ("strategy", "jit_compile", "logical_cpus", "deterministic"),
 }
 REQUIRED = {
     **SCHEMA,
+    "train": SCHEMA["train"][:-1],  # influence_every: optional
     "data": ("name", "validation_limit"),
     "robust": ("objective", "loss_reduction"),
 }
@@ -46,12 +57,28 @@ DATA_KEYS = {  # data keys by kind of dataset
 }
 
 
+def row_default(row, field):
+    """The default of setting `field` (a `ROBUST_FIELDS` name) in objective row `row`: its paper's value.
+
+    The one place configs read an objective row's numbers.
+    """
+    from attr_robust_tf import objectives
+
+    row = objectives.get(row)
+    if field == "weights":
+        return dict(row.weights)
+    value = getattr(row, field)
+    if field == "inner_weight" and value is None and not isinstance(row.inner.get("ig_norm", ""), str):
+        value = row.inner["ig_norm"]  # the weight of the inner IG term when it has its own
+    return value
+
+
 def unknown(kind, name, options):
     """A ValueError for an unknown `name` among `options`, with the closest match ("Did you mean ...?")."""
-    options = sorted(options)
-    close = difflib.get_close_matches(str(name), options, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"Unknown {kind} {name!r}.{hint} Available: {', '.join(options)}.")
+    try:
+        _checks.did_you_mean(kind, name, options)
+    except ValueError as error:
+        return error
 
 
 def parse_arg(arg, **spec):
@@ -103,41 +130,69 @@ def get(config, path):
     return node
 
 
+def parse_value(text):
+    """A value typed on a command line or in an entry, as Python: the one parser of override values.
+
+    Python literals ("0.1", "16", "(1, 2)", "None", "True"; JSON's true/false/null too) become those values,
+    lists become tuples; anything else ("madry") stays the string.
+    """
+    text = str(text).strip()
+    try:
+        value = ast.literal_eval({"true": "True", "false": "False", "null": "None"}.get(text, text))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+    return _tuples(value)
+
+
+def parse_overrides(items, what="Overrides", example="key=value"):
+    """["robust.epsilon=0.2", "lr=1e-3"] → {"robust.epsilon": 0.2, "lr": 0.001} through `parse_value`."""
+    out = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{what} must look like {example}. Received: {item!r}.")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
 def override(config, overrides):
     """Returns a copy of `config` with dotted overrides applied: {"robust.epsilon": 0.2} or ["lr=1e-3"].
 
-    Only existing keys may be set (a typo raises a did-you-mean ValueError naming the dotted key); values are
-    type-checked like the command line's `--config.a.b=value` (an int may replace a float, not a string).
+    The one way values are set (`tools/train.py --overrides`, `tools/tune.py`, `objective@key=value` entries
+    of `tools/reproduce.py`): `ConfigDict.update_from_flattened_dict` on a locked copy, so only existing keys may
+    be set (a typo raises a did-you-mean ValueError naming the dotted key) and values are type-checked like the
+    command line's `--config.a.b=value` (an int may replace a float, not a string). Field references (the
+    `lr` alias of `train.lr`) are kept.
     """
     config = ml_collections.ConfigDict(config.to_dict(preserve_field_references=True))
+    config.lock()
     if not isinstance(overrides, dict):
-        pairs = {}
-        for item in overrides:
-            key, sep, value = str(item).partition("=")
-            if not sep:
-                raise ValueError(f"Overrides must look like key=value. Received: {item!r}.")
-            literals = {"None": None, "True": True, "False": False}  # Python spellings, as on the command line
-            try:
-                value = literals[value] if value in literals else json.loads(value)
-            except json.JSONDecodeError:
-                pass  # a bare string such as objective=madry
-            pairs[key.strip()] = tuple(value) if isinstance(value, list) else value
-        overrides = pairs
+        overrides = parse_overrides(overrides)
     for path, value in overrides.items():
         parent_path, _, key = path.rpartition(".")
         parent = get(config, parent_path) if parent_path else config
         if not isinstance(parent, ml_collections.ConfigDict) or key not in parent:
             get(config, path)  # raises the did-you-mean error
         try:
-            parent[key] = value
+            config.update_from_flattened_dict({path: _tuples(value)})
         except TypeError as error:
             raise ValueError(f"`{path}` has the wrong type. Received: {path}={value!r}. {error}") from None
+    config.unlock()
     return config
+
+
+def _tuples(value):
+    """Lists (JSON, literals) as tuples, as config files write sequences."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
 
 
 def read_json(path):
     """Reads a JSON object of {dotted_key: value} overrides (tools/tune.py's best_overrides.json)."""
-    with open(path) as f:
+    with tf.io.gfile.GFile(path) as f:
         try:
             values = json.load(f)
         except json.JSONDecodeError as error:
@@ -194,11 +249,12 @@ def _choice(config, path, options, kind):
 
 
 def robust_keys(objective):
-    """The `robust` keys that objective `objective` uses, in config order (method.md §7.9).
+    """The `robust` keys that objective `objective` uses, in config order (docs/method.md §7.9).
 
     Every objective has `objective` and `loss_reduction`; rows with regularizers add `weights`; an inner attack
     adds the PGD knobs and the surrogate β (0: none); IG-based terms add their point counts and rule; an
-    untied inner attribution term (Sarkar 2021) adds `inner_weight`; ART adds its mask size `top_k`.
+    untied inner attribution term (Sarkar 2021) adds `inner_weight`; ART adds its mask size `top_k`; an inner
+    attack ends with `epsilon_warmup_epochs` (0: constant ε; n > 0: ε grows linearly over the first n epochs).
     """
     from attr_robust_tf import objectives, regularizers
 
@@ -223,6 +279,8 @@ def robust_keys(objective):
         keys.append("surrogate_beta")
     if "art" in row.inner:
         keys.append("top_k")
+    if row.has_inner_attack:
+        keys.append("epsilon_warmup_epochs")
     return tuple(keys)
 
 
@@ -252,8 +310,8 @@ def validate(config, *, num_replicas=1):
     """Checks every field of an experiment config before any TensorFlow work; returns the config.
 
     Unknown keys, datasets, models, objectives, regularizers, optimizers, strategies and protocols raise a
-    did-you-mean ValueError naming the dotted key; ranges follow method.md (ε > 0, 0 < step_size <= ε,
-    weights >= 0, ...); the global batch must split evenly over `num_replicas` (style.md §5).
+    did-you-mean ValueError naming the dotted key; ranges follow docs/method.md (ε > 0, 0 < step_size <= ε,
+    weights >= 0, ...); the global batch must split evenly over `num_replicas` (docs/conventions.md §5).
     """
     from attr_robust_tf import attributions, data, models, objectives, protocols
 
@@ -301,8 +359,10 @@ def validate(config, *, num_replicas=1):
     batch = _int(config, "train.batch_size")
     if batch % num_replicas:
         _fail("train.batch_size", f"divisible by the number of replicas ({num_replicas})", batch)
-    _int(config, "train.epochs")
+    epochs = _int(config, "train.epochs")
     _int(config, "train.steps_per_epoch", optional=True)
+    if "influence_every" in config.train:
+        _int(config, "train.influence_every", minimum=0)
     schedule = get(config, "train.lr_schedule")
     previous = 0
     for entry in schedule if isinstance(schedule, tuple) else [None]:
@@ -348,6 +408,9 @@ def validate(config, *, num_replicas=1):
             _float(config, f"robust.{key}")
     if "random_start" in robust and not isinstance(robust.random_start, bool):
         _fail("robust.random_start", "True or False", robust.random_start)
+    if "epsilon_warmup_epochs" in robust:
+        if _int(config, "robust.epsilon_warmup_epochs", minimum=0) > epochs:
+            _fail("robust.epsilon_warmup_epochs", f"<= train.epochs = {epochs}", robust.epsilon_warmup_epochs)
 
     # eval
     try:
@@ -359,76 +422,65 @@ def validate(config, *, num_replicas=1):
     _choice(config, "runtime.strategy", STRATEGIES, "strategy")
     for key in ("jit_compile", "deterministic"):
         if not isinstance(get(config, f"runtime.{key}"), bool):
-            _fail(f"runtime.{key}", "True or False" + (" (never 'auto', style.md §1)" if key == "jit_compile"
-                                                          else ""), config.runtime[key])
+            never = " (never 'auto', docs/conventions.md §1)" if key == "jit_compile" else ""
+            _fail(f"runtime.{key}", "True or False" + never, config.runtime[key])
     _int(config, "runtime.logical_cpus", minimum=0)
     return config
 
 
-def import_sibling(path, name):
-    """Imports module `name` from the folder of file `path` (configs/<x>.py → configs/common.py).
+def load_module(path):
+    """The Python file `path` as a module object, without registering it in `sys.modules`.
 
-    Config files are loaded by path (`--config=configs/x.py`), so `configs/` is not a package on sys.path;
-    the module is cached under a name private to that folder.
+    For config files given by path (`reproduction.load_config(..., config_dir=...)`); a config file imports
+    what it shares from `attr_robust_tf.configs`, never from its folder.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    key = f"_attr_robust_tf_config_{abs(hash(folder))}_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, os.path.join(folder, f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[key]
-            raise
-    return sys.modules[key]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"`path` must be an existing Python file. Received: path={path!r}.")
+    name = "config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def to_json(config):
-    """The resolved config (field references replaced by their values) as indented JSON text."""
-    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+    """The resolved config (field references replaced by their values) as indented JSON text.
+
+    `OPTIONAL` keys at their off value are left out (see `OPTIONAL`).
+    """
+    values = config.to_dict()
+    for path, off in OPTIONAL.items():
+        block, key = path.split(".")
+        if isinstance(values.get(block), dict) and values[block].get(key, off) == off:
+            values[block].pop(key, None)
+    return json.dumps(values, indent=2, sort_keys=True, default=list)
 
 
 def save(config, path):
-    """Writes the resolved config as JSON to `path` atomically (a temporary file, then a rename)."""
+    """Writes the resolved config as JSON to `path` atomically (`write_text`)."""
     write_text(path, to_json(config) + "\n")
 
 
 def from_json(text):
-    """A ConfigDict from JSON text written by `to_json` (lists become tuples, as in config files)."""
+    """A ConfigDict from JSON text written by `to_json` (lists become tuples, as in config files).
 
-    def tuples(value):
-        if isinstance(value, list):
-            return tuple(tuples(v) for v in value)
-        if isinstance(value, dict):
-            return {k: tuples(v) for k, v in value.items()}
-        return value
-
-    return ml_collections.ConfigDict(tuples(json.loads(text)))
+    `OPTIONAL` keys left out at their off value come back where the config has them (`robust.
+    epsilon_warmup_epochs` with an inner attack, `train.influence_every` always).
+    """
+    values = _tuples(json.loads(text))
+    if isinstance(values.get("train"), dict):
+        values["train"].setdefault("influence_every", OPTIONAL["train.influence_every"])
+    if isinstance(values.get("robust"), dict) and "epsilon" in values["robust"]:
+        values["robust"].setdefault("epsilon_warmup_epochs", OPTIONAL["robust.epsilon_warmup_epochs"])
+    return ml_collections.ConfigDict(values)
 
 
 def load(path):
     """Reads a config written by `save` back into a ConfigDict."""
-    with open(path) as f:
+    with tf.io.gfile.GFile(os.fspath(path)) as f:
         return from_json(f.read())
 
 
 def write_text(path, text):
-    """Writes `text` to `path` through a temporary file in the same folder and an atomic rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Writes `text` to `path` atomically (`write_atomic`, on `tf.io.gfile`)."""
+    write_atomic(path, text)

@@ -1,19 +1,21 @@
 """Experiments from configs: build the model, the robust wrapper and the data, then train with resume.
 
-With `config_utils`, the only module that reads `ConfigDict`s (style.md §6); everything it calls takes
-explicit keyword arguments. `run_train` writes to its workdir (style.md §7):
+With `config_utils`, the only module that reads `ConfigDict`s (docs/conventions.md §6); everything it calls
+takes explicit keyword arguments. `run_train` writes to its workdir (docs/conventions.md §7):
 
     config.json        the resolved config, written before anything runs
     checkpoints/       weights + optimizer state after every epoch, and state.json naming the last one
     metrics.csv, tb/   per-epoch metrics (CSV) and TensorBoard logs
     model.keras        the trained `RobustModel`, written at the end
 
-Every file is written to a temporary name and renamed. A run killed at any point resumes from its last
-finished epoch and ends with the same weights as an uninterrupted run: the weights and the optimizer state
-(including `iterations`, which seeds the inner attack) are restored, and the order and augmentation of the
-training batches depend only on (seed, epoch, step), never on how many epochs this process has seen.
+Every file is written to a temporary name and renamed (`config_utils.write_atomic`, on `tf.io.gfile`). A run
+killed at any point resumes from its last finished epoch and ends with the same weights as an uninterrupted run:
+the weights and the optimizer state (including `iterations`, which seeds the inner attack) are restored, and the
+order and augmentation of the training batches depend only on (seed, epoch, step), never on how many epochs this
+process has seen.
 """
 import csv
+import io
 import json
 import math
 import os
@@ -61,7 +63,8 @@ def build_model(config):
 
 
 def build_optimizer(config):
-    """Adam, SGD or momentum SGD at `config.lr`, piecewise constant over `train.lr_schedule` (method.md §8.2)."""
+    """Adam, SGD or momentum SGD at `config.lr`, piecewise constant over `train.lr_schedule` (docs/method.md
+    §8.2)."""
     lr = config.lr
     if config.train.lr_schedule:
         steps = [int(step) for step, _ in config.train.lr_schedule]
@@ -75,14 +78,15 @@ def build_optimizer(config):
 
 
 def build_robust_model(config, strategy=None):
-    """The compiled `RobustModel` of the config, built inside `strategy.scope()` (style.md §4).
+    """The compiled `RobustModel` of the config, built inside `strategy.scope()` (docs/conventions.md §4).
 
-    The task loss is summed over the batch when `robust.loss_reduction == "sum"` (the reference code), so that
-    it and the regularizers share one scale (style.md §5).
+    The `robust` block's settings (`config_utils.ROBUST_FIELDS`) are `RobustModel`'s keyword arguments. The task
+    loss is summed over the batch when `robust.loss_reduction == "sum"` (the reference code), so that it and the
+    regularizers share one scale (docs/conventions.md §5).
     """
     strategy = strategy or tf.distribute.get_strategy()
-    robust = dict(config.robust)
-    objective = robust.pop("objective")
+    robust = {k: v for k, v in config.robust.items() if k in config_utils.ROBUST_FIELDS}
+    objective = config.robust.objective
     reduction = robust["loss_reduction"]
     if "weights" in robust:
         robust["weights"] = dict(robust["weights"])
@@ -177,12 +181,12 @@ def build_datasets(config, *, initial_epoch=0):
 def latest_checkpoint(workdir):
     """(finished epochs, weights path) of the last checkpoint in `workdir`, or (0, None)."""
     path = os.path.join(workdir, CHECKPOINTS, STATE)
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         return 0, None
-    with open(path) as f:
+    with tf.io.gfile.GFile(path) as f:
         state = json.load(f)
     weights = os.path.join(workdir, CHECKPOINTS, state["weights"])
-    if not os.path.exists(weights):
+    if not tf.io.gfile.exists(weights):
         raise FileNotFoundError(
             f"{path} names the checkpoint {state['weights']!r}, which is missing. Delete {CHECKPOINTS}/ or rerun "
             "with --overwrite to start over.")
@@ -192,15 +196,12 @@ def latest_checkpoint(workdir):
 def _save_checkpoint(model, workdir, epoch):
     """Weights + optimizer state after `epoch` finished epochs, then state.json; both atomic renames."""
     folder = os.path.join(workdir, CHECKPOINTS)
-    os.makedirs(folder, exist_ok=True)
     name = f"epoch-{epoch:05d}.weights.h5"
-    tmp = os.path.join(folder, f".tmp-{name}")
-    model.save_weights(tmp)
-    os.replace(tmp, os.path.join(folder, name))
+    config_utils.write_atomic(os.path.join(folder, name), model.save_weights)
     config_utils.write_text(os.path.join(folder, STATE), json.dumps({"epoch": epoch, "weights": name}) + "\n")
-    kept = sorted(f for f in os.listdir(folder) if f.startswith("epoch-") and f.endswith(".weights.h5"))
+    kept = sorted(f for f in tf.io.gfile.listdir(folder) if f.startswith("epoch-") and f.endswith(".weights.h5"))
     for old in kept[:-KEEP_CHECKPOINTS]:
-        os.remove(os.path.join(folder, old))
+        tf.io.gfile.remove(os.path.join(folder, old))
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -220,19 +221,19 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 def _truncate_metrics(path, initial_epoch):
     """Keeps only the CSV rows of epochs before `initial_epoch` (a killed epoch may have logged its row)."""
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         return
     if initial_epoch == 0:
-        os.remove(path)
+        tf.io.gfile.remove(path)
         return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    with tf.io.gfile.GFile(path) as f:
+        rows = list(csv.reader(io.StringIO(f.read())))
     if not rows:
         return
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < initial_epoch]
-    with open(path + ".tmp", "w", newline="") as f:
-        csv.writer(f).writerows(kept)
-    os.replace(path + ".tmp", path)
+    text = io.StringIO()
+    csv.writer(text).writerows(kept)
+    config_utils.write_text(path, text.getvalue())
 
 
 def _prepare_workdir(config, workdir, overwrite):
@@ -257,6 +258,34 @@ def _prepare_workdir(config, workdir, overwrite):
                 "--workdir.")
     os.makedirs(workdir, exist_ok=True)
     config_utils.save(config, path)
+
+
+def _optional_callbacks(config, train, validation):
+    """The callbacks of `robust.epsilon_warmup_epochs` and `train.influence_every` when they are on (> 0)."""
+    callbacks = []
+    warmup = config.robust.get("epsilon_warmup_epochs", 0)
+    if warmup:
+        schedules = _optional_module("schedules", "robust.epsilon_warmup_epochs", warmup)
+        callbacks.append(schedules.EpsilonSchedule(warmup))
+    every = config.train.get("influence_every", 0)
+    if every:
+        diagnostics = _optional_module("diagnostics", "train.influence_every", every)
+        batch = next(iter(validation if validation is not None else train))  # a fixed first batch
+        callbacks.append(diagnostics.RegularizerInfluence(batch, every_n_steps=every))
+    return callbacks
+
+
+def _optional_module(name, key, value):
+    """`attr_robust_tf.<name>`, or an ImportError saying which config key needs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"attr_robust_tf.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"attr_robust_tf.{name}":
+            raise
+        raise ImportError(f"`{key}` > 0 needs attr_robust_tf.{name}, which this installation lacks. Received: "
+                          f"{key}={value!r}. Set {key}=0 or update attr_robust_tf.") from None
 
 
 def run_train(config, workdir, strategy=None, *, overwrite=False, verbose=1):
@@ -294,7 +323,7 @@ def run_train(config, workdir, strategy=None, *, overwrite=False, verbose=1):
                      int(model.optimizer.iterations.numpy()))
     train, validation, steps = build_datasets(config, initial_epoch=min(initial_epoch, epochs))
 
-    callbacks = [keras.callbacks.TerminateOnNaN()]
+    callbacks = [keras.callbacks.TerminateOnNaN()] + _optional_callbacks(config, train, validation)
     if chief:
         metrics_path = os.path.join(workdir, "metrics.csv")
         _truncate_metrics(metrics_path, initial_epoch)
@@ -316,8 +345,6 @@ def run_train(config, workdir, strategy=None, *, overwrite=False, verbose=1):
                 f"Lower `lr` (now {config.lr}) or the regularizer weights; the last finite epoch is "
                 f"checkpointed in {os.path.join(workdir, CHECKPOINTS)}.")
     if chief:
-        tmp = os.path.join(workdir, ".tmp-model.keras")
-        model.save(tmp)
-        os.replace(tmp, os.path.join(workdir, "model.keras"))
+        config_utils.write_atomic(os.path.join(workdir, "model.keras"), model.save)
         logging.info("Wrote %s.", os.path.join(workdir, "model.keras"))
     return model

@@ -53,7 +53,7 @@ SCALES = ("tiny", "cpu", "reference")
 CONFIG_ARGS = {"tiny": "tiny", "cpu": "cpu", "reference": ""}  # scale → the `:arg` variant of configs/common.py
 STUDY_OBJECTIVES = ("natural", "ig_sum_norm", "sarkar2021")  # restart study: a baseline, the rival, the claim
 STUDY_IMAGES = {"tiny": 4, "cpu": 40, "reference": 100}
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIG_DIR = None  # load_config default: the package's configs (attr_robust_tf.configs)
 
 # RAR (Chen et al. 2019) Table 1 as recalled in method.md §10: NOT verified against the paper.
 # (dataset, objective) → (NA, AA, IN, CO), fractions.
@@ -157,21 +157,24 @@ def _check_scale(scale):
 
 
 def load_config(dataset, entry, scale, *, config_dir=None):
-    """The validated ConfigDict of `configs/<prefix>_<objective>.py` in the variant of `scale`, with the
-    entry's overrides applied (`split_entry`)."""
+    """The validated ConfigDict of `dataset` × the entry's objective in the variant of `scale`, with the entry's
+    overrides applied (`split_entry`): from the package's configs (`attr_robust_tf.configs`), or from the files
+    `<config_dir>/<prefix>_<objective>.py` when `config_dir` is given."""
+    from attr_robust_tf import configs
+
     dataset, = parse_datasets(dataset)
     objective, overrides = split_entry(entry)
-    config_dir = config_dir or CONFIG_DIR
+    variant = CONFIG_ARGS[_check_scale(scale)]
+    if config_dir is None:
+        return configs.load(DATASETS[dataset], objective, variant, overrides)
     path = os.path.join(config_dir, f"{DATASETS[dataset]}_{objective}.py")
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"`config_dir` must hold the experiment configs. Received: config_dir={config_dir!r} without "
-            f"{os.path.basename(path)}. Run from the repository checkout or pass its configs/ folder.")
-    module = config_utils.import_sibling(path, os.path.splitext(os.path.basename(path))[0])
-    config = module.get_config(CONFIG_ARGS[_check_scale(scale)])
-    if overrides:
-        config = config_utils.override(config, list(overrides))
-    return config_utils.validate(config)
+            f"{os.path.basename(path)}. Pass a folder of configs/<prefix>_<objective>.py files, or none for the "
+            "package's configs.")
+    config = config_utils.load_module(path).get_config(variant)
+    return config_utils.validate(config_utils.override(config, list(overrides)) if overrides else config)
 
 
 def cell_dir(workdir, scale, dataset, entry):

@@ -13,7 +13,7 @@ PACKAGE = pathlib.Path(attr_robust_tf.__file__).parent
 
 # Layers of style.md §2: a module may import only from strictly lower layers (or its own subpackage).
 LAYERS = {
-    "errors": 0, "version": 0, "_checks": 0, "surrogate": 0, "distribute": 0,
+    "errors": 0, "version": 0, "_checks": 0, "_files": 0, "surrogate": 0, "distribute": 0,
     "scores": 1, "data": 1, "metrics": 1, "models": 1,
     "attributions": 2,
     "attacks.pgd": 3, "regularizers": 3,
@@ -21,8 +21,9 @@ LAYERS = {
     "attacks": 5, "objectives": 6, "protocols": 6,
     "robust_model": 7, "evaluation": 7,
     "evaluation_report": 8, "tensorboard": 8, "export": 8,
-    "config_utils": 9, "tuning": 10, "experiment": 10,
+    "config_utils": 9, "tuning": 10, "experiment": 10, "configs": 10,
     "reproduction": 11,
+    "cli": 12,
 }
 
 

@@ -279,3 +279,140 @@ def test_strategies_and_global_batch():
     assert distribute.configure_logical_cpus(2) == 2  # already configured: a no-op
     with pytest.raises(RuntimeError, match="`logical_cpus` must be set before TensorFlow runs its first op"):
         distribute.configure_logical_cpus(3)
+
+
+# -- the package's configs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_package_configs_equal_the_files(name):
+    from attr_robust_tf import configs
+
+    dataset, objective = name.split("_", 1)
+    experiment = config_utils.load_module(configs.EXPERIMENT)
+    for variant in (None, "cpu", "tiny"):
+        expected = load(name, variant).to_dict()
+        assert configs.get(dataset, objective, variant).to_dict() == expected
+        arg = f"{dataset},{objective}" + (f",{variant}" if variant else "")
+        assert experiment.get_config(arg).to_dict() == expected
+    assert experiment.get_config(dataset).robust.objective == "sarkar2021"
+    with pytest.raises(ValueError, match="must name a dataset"):
+        experiment.get_config("")
+
+
+def test_configs_read_the_objective_rows(monkeypatch):
+    import dataclasses
+
+    from attr_robust_tf import configs
+
+    art, sarkar = objectives.get("art"), objectives.get("sarkar2021")
+    # The config's step is ε·(row step / row ε) at the dataset's ε: 5/255 at 8/255 for the ART row.
+    assert configs.get("gtsrb", "art").robust.step_size == 8 / 255 * (art.step_size / art.epsilon)
+    monkeypatch.setitem(objectives.OBJECTIVES, "art", dataclasses.replace(art, step_size=0.15, attack_steps=5,
+                                                                         surrogate_beta=10.0, top_k=500))
+    monkeypatch.setitem(objectives.OBJECTIVES, "sarkar2021", dataclasses.replace(
+        sarkar, ig_steps=30, inner_ig_steps=6, weights={"cacr": 0.2, "wacr": 0.3},
+        inner={"cross_entropy": 1.0, "ig_norm": 0.4}))
+    robust = configs.get("gtsrb", "art").robust
+    assert robust.step_size == pytest.approx(8 / 255 * 0.5) and robust.attack_steps == 5
+    assert (robust.surrogate_beta, robust.top_k) == (10.0, 500)
+    assert configs.get("mnist", "art").robust.top_k == 255  # MNIST's own k [ours]
+    robust = configs.get("fmnist", "sarkar2021").robust
+    assert (robust.ig_steps, robust.inner_ig_steps, robust.inner_weight) == (30, 6, 0.4)
+    assert dict(robust.weights) == {"cacr": 0.2, "wacr": 0.3}
+    assert configs.get("fmnist", "madry").robust.attack_steps == 20  # the dataset's PGD, not a row's
+
+
+def test_robust_block_names_robust_model_settings():
+    import inspect
+
+    from attr_robust_tf.robust_model import RobustModel
+
+    parameters = inspect.signature(RobustModel.__init__).parameters
+    assert set(config_utils.ROBUST_FIELDS) <= set(parameters)
+    for objective in OBJECTIVES:
+        keys = set(config_utils.robust_keys(objective)) - {"objective", "epsilon_warmup_epochs"}
+        assert keys <= set(config_utils.ROBUST_FIELDS)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("0.1", 0.1), ("16", 16), ("1e-3", 1e-3), ("None", None), ("null", None), ("True", True), ("false", False),
+    ("madry", "madry"), (" riemann_right ", "riemann_right"), ("[1, 2]", (1, 2)), ("((500, 10.0),)", ((500, 10.0),)),
+    ("'quoted'", "quoted"), ("[[1, 2.0]]", ((1, 2.0),)),
+])
+def test_parse_value(text, value):
+    got = config_utils.parse_value(text)
+    assert got == value and type(got) is type(value)
+
+
+def test_one_override_path_for_files_entries_and_json(tmp_path):
+    config = load("fmnist_sarkar2021", "tiny")
+    from_strings = config_utils.override(config, ["train.lr_schedule=[[2, 0.5]]", "robust.ig_method=riemann_left"])
+    from_dict = config_utils.override(config, {"train.lr_schedule": [[2, 0.5]], "robust.ig_method": "riemann_left"})
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps({"train.lr_schedule": [[2, 0.5]], "robust.ig_method": "riemann_left"}))
+    from_json = config_utils.override(config, config_utils.read_json(str(path)))
+    for new in (from_strings, from_dict, from_json):
+        assert new.train.lr_schedule == ((2, 0.5),) and new.robust.ig_method == "riemann_left"
+        config_utils.validate(new)
+    assert config.train.lr_schedule == () and config.robust.ig_method == "riemann_right"  # a copy
+    from attr_robust_tf import reproduction
+
+    entry = reproduction.load_config("fmnist", "sarkar2021@robust.weights.cacr=1+train.epochs=4", "tiny")
+    assert (entry.robust.weights.cacr, entry.train.epochs) == (1, 4)
+    with pytest.raises(ValueError, match="Did you mean 'train.epochs'"):
+        reproduction.load_config("fmnist", "sarkar2021@train.epoch=4", "tiny")
+
+
+def test_optional_keys_leave_the_recorded_run_unchanged():
+    config = load("fmnist_sarkar2021", "cpu")
+    assert config.robust.epsilon_warmup_epochs == 0 and config.train.influence_every == 0
+    text = config_utils.to_json(config)
+    values = json.loads(text)
+    assert "epsilon_warmup_epochs" not in values["robust"] and "influence_every" not in values["train"]
+    assert config_utils.from_json(text).to_dict() == config.to_dict()
+    on = config_utils.override(config, {"robust.epsilon_warmup_epochs": 1, "train.influence_every": 5})
+    values = json.loads(config_utils.to_json(on))
+    assert values["robust"]["epsilon_warmup_epochs"] == 1 and values["train"]["influence_every"] == 5
+    assert config_utils.from_json(config_utils.to_json(on)).to_dict() == on.to_dict()
+    natural = load("fmnist_natural", "tiny")
+    assert "epsilon_warmup_epochs" not in natural.robust
+    assert config_utils.from_json(config_utils.to_json(natural)).to_dict() == natural.to_dict()
+    with pytest.raises(ValueError, match=r"`robust.epsilon_warmup_epochs` must be <= train.epochs = 2"):
+        config_utils.validate(config_utils.override(config, {"robust.epsilon_warmup_epochs": 3}))
+    with pytest.raises(ValueError, match=r"`train.influence_every` must be an integer >= 0"):
+        config_utils.validate(config_utils.override(config, {"train.influence_every": -1}))
+
+
+def test_config_paths_resolve_inside_the_package(tmp_path, monkeypatch):
+    from attr_robust_tf import configs
+
+    experiment = configs.EXPERIMENT
+    checkout = os.path.join(CONFIGS, "fmnist_madry.py") + ":cpu"
+    assert configs.resolve(checkout) == checkout  # an existing file is kept
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    assert configs.resolve("attr_robust_tf/configs/experiment.py:mnist,art") == experiment + ":mnist,art"
+    assert configs.resolve("experiment.py:mnist,art,tiny") == experiment + ":mnist,art,tiny"
+    assert configs.resolve("configs/fmnist_madry.py:cpu") == experiment + ":fmnist,madry,cpu"
+    assert configs.resolve("configs/gtsrb_ig_sum_norm.py") == experiment + ":gtsrb,ig_sum_norm"
+    assert configs.resolve("configs/tiny.py:trades") == experiment + ":fmnist,trades,tiny"
+    assert configs.resolve("configs/tiny.py") == experiment + ":fmnist,sarkar2021,tiny"
+    assert configs.resolve("configs/cifar_madry.py:cpu") == "configs/cifar_madry.py:cpu"  # left to config_flags
+    assert configs.resolve("mine.py") == "mine.py"
+
+
+def test_write_atomic_text_bytes_and_writers(tmp_path):
+    path = str(tmp_path / "sub" / "f.txt")
+    config_utils.write_atomic(path, "one\n")
+    config_utils.write_atomic(path, b"two\n")
+    assert open(path).read() == "two\n"
+    config_utils.write_atomic(path, lambda tmp: open(tmp, "w").write("three\n"))
+    assert open(path).read() == "three\n"
+
+    def broken(tmp):
+        open(tmp, "w").write("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        config_utils.write_atomic(path, broken)
+    assert open(path).read() == "three\n" and os.listdir(tmp_path / "sub") == ["f.txt"]

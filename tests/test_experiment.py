@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from attr_robust_tf import config_utils, distribute, experiment
+from attr_robust_tf import config_utils, configs, distribute, experiment
 from attr_robust_tf.data import cache
 from attr_robust_tf.robust_model import RobustModel
 
@@ -20,8 +20,7 @@ needs_fmnist = pytest.mark.skipif(
 
 
 def config(dataset, objective, arg=None, **overrides):
-    common = config_utils.import_sibling(os.path.join(ROOT, "configs", "common.py"), "common")
-    return config_utils.override(common.get_config(dataset, objective, arg), overrides)
+    return config_utils.override(configs.get(dataset, objective, arg), overrides)
 
 
 @pytest.fixture(autouse=True)
@@ -241,3 +240,31 @@ def test_short_real_fashion_mnist_training(tmp_path):
     assert history["val_accuracy"][-1] > 0.2  # 10 classes
     with open(os.path.join(work, "metrics.csv")) as f:
         assert len(list(csv.DictReader(f))) == 3
+
+
+def test_warmup_and_influence_callbacks_are_wired_when_on(monkeypatch):
+    import sys
+    import types
+
+    c = config("fmnist", "madry", "tiny")
+    train, validation, _ = experiment.build_datasets(c)
+    assert experiment._optional_callbacks(c, train, validation) == []  # both off by default
+
+    made = []
+    schedules = types.ModuleType("attr_robust_tf.schedules")
+    schedules.EpsilonSchedule = lambda warmup: made.append(("warmup", warmup)) or "schedule"
+    diagnostics = types.ModuleType("attr_robust_tf.diagnostics")
+    diagnostics.RegularizerInfluence = lambda data, every_n_steps: made.append((data, every_n_steps)) or "influence"
+    monkeypatch.setitem(sys.modules, "attr_robust_tf.schedules", schedules)
+    monkeypatch.setitem(sys.modules, "attr_robust_tf.diagnostics", diagnostics)
+    on = config("fmnist", "madry", "tiny", **{"robust.epsilon_warmup_epochs": 2, "train.influence_every": 3})
+    assert experiment._optional_callbacks(on, train, validation) == ["schedule", "influence"]
+    assert made[0] == ("warmup", 2) and made[1][1] == 3
+    x, y = made[1][0]
+    first_x, first_y = next(iter(validation))  # the first validation batch, the same at every call
+    np.testing.assert_array_equal(x, first_x)
+    np.testing.assert_array_equal(y, first_y)
+
+    monkeypatch.setitem(sys.modules, "attr_robust_tf.schedules", None)  # an installation without the module
+    with pytest.raises(ImportError, match=r"`robust.epsilon_warmup_epochs` > 0 needs attr_robust_tf.schedules"):
+        experiment._optional_callbacks(on, train, validation)

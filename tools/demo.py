@@ -7,12 +7,9 @@ A second run reuses the models and evaluations of the first (runs/demo); an inte
 Prints the comparison table and the paths of report.md and attacks.png.
 """
 import os
-import sys
 import time
 
 from absl import app, flags
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/common.py when run as a script
 
 FLAGS = flags.FLAGS
 OBJECTIVES = ("natural", "sarkar2021")
@@ -34,7 +31,7 @@ def main(argv):
           flush=True)
     from attr_robust_tf import reproduction
 
-    import common
+    from attr_robust_tf.cli import common
 
     strategy = common.setup_runtime(reproduction.load_config("fashion_mnist", OBJECTIVES[0], FLAGS.scale))
     cells = []

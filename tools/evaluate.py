@@ -42,11 +42,11 @@ def main(argv):
     import keras  # after flag parsing: TF start-up is slow and --help should not pay for it
 
     # Importing these registers the package's serializable classes (RobustModel, custom layers).
-    from attr_robust_tf import evaluation, evaluation_report, models, protocols, robust_model  # noqa: F401
+    from attr_robust_tf import config_utils, evaluation, evaluation_report, models, protocols, robust_model  # noqa
 
     overrides = {k: v for k, v in (("num_images", FLAGS.limit), ("offset", FLAGS.offset)) if v is not None}
     try:
-        overrides.update(protocols.parse_overrides(FLAGS.set))
+        overrides.update(config_utils.parse_overrides(FLAGS.set, "A protocol override", "field=value"))
         if FLAGS.ensemble and "ensemble" not in overrides:
             overrides["ensemble"] = protocols.DEFAULT_ENSEMBLE
         protocol = protocols.get_protocol(FLAGS.protocol, **overrides)

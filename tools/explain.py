@@ -3,7 +3,7 @@
   python tools/explain.py --model=runs/x/model.keras --images=fashion_mnist:test:0,1,2 --out_dir=runs/x/maps
   python tools/explain.py --model=... --images=shoe.png,bag.npy --methods=ig,saliency --ig_steps=100
 
-Each image gets <out_dir>/<name>.png: the image, then one map per method (normalised saliency, method.md §3)
+Each image gets <out_dir>/<name>.png: the image, then one map per method (normalised saliency, docs/method.md §3)
 with its top-k pixels marked. The raw maps go to <out_dir>/maps.npz.
 """
 import os

@@ -14,8 +14,6 @@ import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/common.py when run as a script
-
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +56,7 @@ def main(argv):
     if os.path.isfile(FLAGS.workdir):
         raise app.UsageError(f"`--workdir` must be a folder. Received: --workdir={FLAGS.workdir} (a file).")
 
-    import common
+    from attr_robust_tf.cli import common
 
     strategy = common.setup_runtime(config)  # logical CPUs, determinism, seeds, logging
     from absl import logging

@@ -2,51 +2,14 @@
 
   python tools/train.py --config=configs/fmnist_sarkar2021.py:cpu            # workdir runs/fmnist_sarkar2021_cpu
   python tools/train.py --config=configs/tiny.py:madry --workdir=runs/t --config.lr=1e-3 --strategy=mirrored
+  python -m attr_robust_tf.cli.train --config=attr_robust_tf/configs/experiment.py:fmnist,sarkar2021,cpu
 
 Writes <workdir>/config.json first, then checkpoints/ after every epoch, metrics.csv, tb/ (TensorBoard) and
 finally model.keras. After a crash or `kill -9`, the same command continues from the last finished epoch and
-ends with the weights of an uninterrupted run. --overwrite starts over.
+ends with the weights of an uninterrupted run. --overwrite starts over. The program is
+`attr_robust_tf.cli.train`, which the installed package also runs (`attr-robust-train`).
 """
-import os
-import sys
-
-from absl import app, flags
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/common.py when run as a script
-
-import common  # noqa: E402
-
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-    common.define_common_flags(workdir_required=False)  # default: runs/<config name>[_<arg>]
-    flags.DEFINE_bool("overwrite", False, "Delete the workdir's previous run instead of resuming it.")
-    flags.DEFINE_string("overrides", None, "JSON file of {dotted.config.key: value} overrides applied after "
-                        "--config (e.g. tools/tune.py's best_overrides.json).")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = FLAGS.config
-    if FLAGS.strategy:
-        config.runtime.strategy = FLAGS.strategy
-
-    from attr_robust_tf import config_utils, experiment
-
-    if FLAGS.overrides:
-        if not os.path.isfile(FLAGS.overrides):
-            raise app.UsageError(f"`--overrides` must be a JSON file. Received: --overrides={FLAGS.overrides}.")
-        config = config_utils.override(config, config_utils.read_json(FLAGS.overrides))
-    config_utils.validate(config)  # config mistakes fail here, before TensorFlow starts any work
-    workdir = FLAGS.workdir or common.default_workdir()
-    if os.path.isfile(workdir):
-        raise app.UsageError(f"`--workdir` must be a folder. Received: --workdir={workdir} (a file).")
-    strategy = common.setup_runtime(config)
-    experiment.run_train(config, workdir, strategy, overwrite=FLAGS.overwrite)
-
+from attr_robust_tf.cli import train
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main, flags_parser=common.parse_flags)
+    train.run()

@@ -11,13 +11,10 @@ same as --config.<key>=<value> flags for tools/train.py), best_trial.json (score
 """
 import json
 import os
-import sys
 
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/common.py when run as a script
-
-import common  # noqa: E402
+from attr_robust_tf.cli import common
 
 FLAGS = flags.FLAGS
 
