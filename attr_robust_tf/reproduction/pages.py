@@ -323,8 +323,8 @@ def _pareto_section(records, figure):
                  else f"lies above on {100 * cmp['above']:.0f} % of")
         lines.append(f"- {label} vs {base}: over NA {100 * cmp['na_low']:.1f}–{100 * cmp['na_high']:.1f}% (covered by "
                      f"both), the best top-k at equal or higher NA {where} {base}'s"
-                     f"{' range' if 0 < cmp['above'] < 1 else ''}; largest gain {100 * cmp['max_gain']:+.1f} points, "
-                     f"largest shortfall {100 * cmp['max_loss']:.1f} points. One search each on "
+                     f"{' range' if 0 < cmp['above'] < 1 else ''}; largest gain {100 * max(0.0, cmp['max_gain']):.1f} "
+                     f"points, largest shortfall {100 * max(0.0, cmp['max_loss']):.1f} points. One search each on "
                      "a validation subset: no interval.")
     return lines
 
