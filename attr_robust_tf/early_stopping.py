@@ -21,13 +21,15 @@ STATE = "early_stopping.json"
 BEST_WEIGHTS = "best.weights.h5"
 
 
-def decide(history, patience):
+def decide(history, patience, warmup=0):
     """(best epoch, best value, stop) for {epoch (1-based): monitored value}, maximised.
 
     The best epoch is the first one reaching the maximum (a later tie is no improvement); training stops
-    once the last epoch is `patience` epochs past it. Non-finite values never count as an improvement.
+    once the last epoch is `patience` epochs past it. Non-finite values never count as an improvement. The
+    first `warmup` epochs (an ε warm-up trains against a weaker attack) are recorded but never the best, and
+    patience counts from the end of the warm-up.
     """
-    patience = int(patience)
+    patience, warmup = int(patience), int(warmup)
     if patience < 1:
         raise ValueError(f"`patience` must be >= 1. Received: patience={patience!r}.")
     if not history:
@@ -35,11 +37,13 @@ def decide(history, patience):
     best_epoch, best_value = None, -math.inf
     for epoch in sorted(history):
         value = history[epoch]
+        if epoch <= warmup:
+            continue
         if value is not None and math.isfinite(value) and value > best_value:
             best_epoch, best_value = epoch, float(value)
     last = max(history)
     if best_epoch is None:
-        return None, None, last >= patience
+        return None, None, last - warmup >= patience
     return best_epoch, best_value, last - best_epoch >= patience
 
 
@@ -61,16 +65,18 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
       workdir: the `run_train` workdir; files go to its checkpoints/ folder.
       patience: epochs without improvement before stopping (>= 1).
       monitor: a logged metric, by default the validation accuracy.
+      warmup: epochs that are never the best (the ε warm-up, `robust.epsilon_warmup_epochs`); see `decide`.
       write: whether this worker writes the files (the chief); every worker takes the same decision.
     """
 
-    def __init__(self, workdir, patience, monitor="val_accuracy", write=True):
+    def __init__(self, workdir, patience, monitor="val_accuracy", warmup=0, write=True):
         super().__init__()
         self.folder = os.path.join(workdir, "checkpoints")
         self.patience = int(patience)
         if self.patience < 1:
             raise ValueError(f"`patience` must be >= 1. Received: patience={patience!r}.")
         self.monitor = monitor
+        self.warmup = int(warmup)
         self.write = write
         self.workdir = workdir
 
@@ -96,14 +102,14 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         # a resumed run repeats the epochs after its checkpoint: drop what they recorded before the kill
         history = {e: v for e, v in (state.get("history") or {}).items() if e < done}
         history[done] = float(logs[self.monitor])
-        best_epoch, best_value, stop = decide(history, self.patience)
+        best_epoch, best_value, stop = decide(history, self.patience, self.warmup)
         if self.write:
             os.makedirs(self.folder, exist_ok=True)
             if best_epoch == done:
                 tmp = os.path.join(self.folder, f".tmp-{BEST_WEIGHTS}")
                 self.model.save_weights(tmp)
                 os.replace(tmp, self.best_weights)
-            record = {"monitor": self.monitor, "patience": self.patience, "history": history,
+            record = {"monitor": self.monitor, "patience": self.patience, "warmup": self.warmup, "history": history,
                       "best_epoch": best_epoch, "best_value": best_value, "stopped_epoch": done if stop else None}
             config_utils.write_text(os.path.join(self.folder, STATE), json.dumps(record, indent=2) + "\n")
         if stop:

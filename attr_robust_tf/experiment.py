@@ -303,7 +303,9 @@ def run_train(config, workdir, strategy=None, *, overwrite=False, verbose=1):
             raise ValueError("`train.early_stopping_patience` needs validation data. Received: "
                              "data.validation_limit=0. Set data.validation_limit > 0 or the patience to 0.")
         # before EpochCheckpoint: the epoch's early-stopping record is on disk before its checkpoint
-        stopper = early_stopping.ResumableEarlyStopping(workdir, config.train.early_stopping_patience, write=chief)
+        stopper = early_stopping.ResumableEarlyStopping(
+            workdir, config.train.early_stopping_patience, warmup=config.robust.get("epsilon_warmup_epochs", 0),
+            write=chief)
         callbacks.append(stopper)
     if chief:
         metrics_path = os.path.join(workdir, "metrics.csv")

@@ -33,6 +33,10 @@ class DecideTest(testing.TestCase):
         self.assertEqual(early_stopping.decide({1: 0.5, 2: 0.6, 3: 0.6, 4: 0.55}, 2), (2, 0.6, True))
         self.assertEqual(early_stopping.decide({1: 0.7, 2: float("nan")}, 1), (1, 0.7, True))
         self.assertEqual(early_stopping.decide({1: 0.5}, 1), (1, 0.5, False))
+        # an ε warm-up: its epochs are never the best, patience counts from its end
+        self.assertEqual(early_stopping.decide({1: 0.9, 2: 0.8, 3: 0.7}, 1, warmup=2), (3, 0.7, False))
+        self.assertEqual(early_stopping.decide({1: 0.9, 2: 0.8, 3: 0.7, 4: 0.6}, 1, warmup=2), (3, 0.7, True))
+        self.assertEqual(early_stopping.decide({1: 0.9, 2: 0.8}, 1, warmup=2), (None, None, False))
         with self.assertRaisesRegex(ValueError, "`patience` must be >= 1"):
             early_stopping.decide({1: 0.5}, 0)
         with self.assertRaisesRegex(ValueError, "`history` must hold at least one epoch"):

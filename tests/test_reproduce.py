@@ -333,6 +333,9 @@ class ToolTest(testing.TestCase):
         state = reproduction.cells.early_stopping.read_state(
             os.path.join(reproduction.cell_dir(workdir, "tiny", "fashion_mnist", "sarkar2021"), "train"))
         self.assertEqual(state["best_epoch"], reproduction.cells.early_stopping.decide(state["history"], 1)[0])
+        madry = reproduction.cells.early_stopping.read_state(
+            os.path.join(reproduction.cell_dir(workdir, "tiny", "fashion_mnist", "madry"), "train"))
+        self.assertEqual((madry["warmup"], madry["best_epoch"]), (1, 2))  # epoch 1 (the ε warm-up) is never the best
         # the paired top-k difference, recomputed from the two per-image records
         a, b = ours["per_image"], base["per_image"]
         both = [i for i in range(8) if a["clean_correct"][i] and a["found"][i] and b["clean_correct"][i]
