@@ -95,9 +95,11 @@ def bar_chart(cells, **_):
     return figure_array(results_figure(cells))
 
 
-def paired_figure(comparisons, baseline_title):
+def paired_figure(comparisons, baseline_title, entries=None):
     """Paired differences to the baseline per dataset: one panel per metric, a point per method with its 95 %
-    paired bootstrap interval; `comparisons` is `comparisons.paired_comparisons`' output."""
+    paired bootstrap interval; `comparisons` is `comparisons.paired_comparisons`' output. `entries` (every
+    entry in page order) keeps the colours of `results_figure`."""
+    order = list(entries or dict.fromkeys(e for v in comparisons.values() for e in v))
     metrics = (("natural_accuracy", "Δ NA (points)", 100), ("topk", "Δ top-k intersection (points)", 100),
                ("kendall", "Δ Kendall τ", 1))
     datasets = list(comparisons)
@@ -115,7 +117,7 @@ def paired_figure(comparisons, baseline_title):
                 hi = stat["ci_high"] if stat["ci_high"] is not None else stat["mean"]
                 axis.errorbar([scale * stat["mean"]], [y], xerr=[[scale * (stat["mean"] - lo)],
                                                                  [scale * (hi - stat["mean"])]],
-                              fmt="o", color=_color(y + 1), capsize=3)
+                              fmt="o", color=_color(order.index(entry) if entry in order else y), capsize=3)
             axis.axvline(0.0, color="black", linewidth=0.8)
             if metric == "topk":
                 axis.axvline(3.0, color="0.5", linewidth=0.8, linestyle="--")  # the claimed +3 points

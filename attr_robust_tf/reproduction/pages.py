@@ -155,7 +155,8 @@ def _settings(cells):
             weights += f"; inner {r['inner_weight']:g}"
         patience = t.get("early_stopping_patience") or 0
         stopping = f"patience {patience} (val. acc.)" if patience else "—"
-        warmup = f"{r['epsilon_warmup_epochs']} epochs" if r.get("epsilon_warmup_epochs") else "—"
+        n = r.get("epsilon_warmup_epochs")
+        warmup = f"{n} epoch{'s' if n > 1 else ''}, linear" if n else "—"
         lines.append(f"| {title(c['entry'])} | {cfg['model']['name']} | {images} | {t['epochs']} × "
                      f"{t['batch_size']} | {stopping} | {cfg['lr']:g} | {attack} | {warmup} | {ig} | {weights} | "
                      f"{r['loss_reduction']} |")
@@ -190,6 +191,12 @@ def _side(stat, threshold=0.0):
     if stat["ci_high"] < threshold:
         return "below"
     return "contains"
+
+
+def _where(stat, threshold=0.0):
+    """"lies above", "lies below" or "contains" (`_side` as words)."""
+    side = _side(stat, threshold)
+    return side if side in ("contains", "undetermined") else f"lies {side}"
 
 
 def paired_table(paired):
@@ -239,8 +246,8 @@ def paired_claim(cells, paired):
         lines.append(
             f"- {title(cell['entry'])} − {title(BASELINE)}, paired over the {topk['n']} images attacked in both "
             f"({100 * topk['first']:.1f}% vs {100 * topk['second']:.1f}% top-k on those images): top-k "
-            f"{_points(topk)}, the interval {_side(topk)} 0 and {_side(topk, CLAIM_GAIN).replace('contains', 'contains')}"
-            f" +3 points; Kendall's τ {_points(kendall, percent=False)}, {_side(kendall)} 0; NA over "
+            f"{_points(topk)}, the interval {_where(topk)} 0 and {_where(topk, CLAIM_GAIN)} +3 points; "
+            f"Kendall's τ {_points(kendall, percent=False)}, the interval {_where(kendall)} 0; NA over "
             f"{na['n']} images {_points(na)}. Better by ≥ 3 top-k points at NA within 2 points: **{answer}** "
             f"({reason}).")
     return lines or [f"No Sarkar et al. 2021 row was compared with {title(BASELINE)} here."]
@@ -311,7 +318,8 @@ def _pareto_section(records, figure):
             for t in record["front"])
         lines.append(f"| {label} | {len(record['trials'])} | {front or '—'} |")
     base = next((label for label, r in records.items() if r.get("objective") == BASELINE), None)
-    lines.append("")
+    if base is not None and any(is_sarkar(r.get("objective", "")) for r in records.values()):
+        lines.append("")
     for label, record in records.items():
         if base is None or label == base or not is_sarkar(record.get("objective", "")):
             continue
@@ -428,8 +436,9 @@ def write_results(cells, path, *, scale, command=None, wall_seconds=None, extra_
     paired = comparisons.paired_comparisons(cells)
     paired_chart = None
     if any(paired.values()):
-        paired_chart = figures.save_figure(figures.paired_figure({d: v for d, v in paired.items() if v},
-                                                                 title(BASELINE)), stem + "-paired.png")
+        paired_chart = figures.save_figure(figures.paired_figure(
+            {d: v for d, v in paired.items() if v}, title(BASELINE), list(dict.fromkeys(c["entry"] for c in cells))),
+            stem + "-paired.png")
     records, pareto_chart = {}, None
     for folder in pareto_dirs or ():
         file = os.path.join(folder, pareto.FILE)
