@@ -25,9 +25,11 @@ EXPECTED_RUNTIME = {
            "shared ones (estimated from the Fashion-MNIST natural, IG-SUM-NORM and Sarkar et al. 2021 cells: up to "
            "2.5 min of training and 0.5–2 min of evaluation each, plus the restart study; the wall-time table "
            "below has the measured values)",
-    "medium": "measured, see the wall-time table below (MNIST and Fashion-MNIST × every objective: 20,000 training "
-              "images for up to 15 epochs with early stopping, 1,000 test images × 3 restarts); several sessions "
-              "on 2 shared CPU cores, resumed by rerunning the same command",
+    "medium": "estimated 8–10 hours for MNIST and Fashion-MNIST × 7 objectives on 2 shared CPU cores, resumed "
+              "across sessions by rerunning the same command (scaled from the measured cpu cells: 400 steps per "
+              "epoch instead of 120, at most 15 epochs, Sarkar et al. 2021 up to about 1 h of training per dataset; "
+              "1,000 test images × 3 restarts instead of 200 × 1, 7–30 min of evaluation per cell); the wall-time "
+              "table below has the measured values",
     "reference": "GPU work: on 2 CPU cores one MNIST IG-NORM training run alone is about 500 h and one "
                  "reference evaluation (10,000 images × 100 iterations × 3 runs) about 110 h (method.md "
                  "§11.3); a single GPU has not been measured, expect days for the full grid",
