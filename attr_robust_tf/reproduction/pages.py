@@ -203,8 +203,8 @@ def _where(stat, threshold=0.0):
 
 def paired_table(paired):
     """Markdown table of one dataset's paired differences to IG-SUM-NORM."""
-    lines = [f"| method − {title(BASELINE)} | Δ NA | Δ top-k intersection | Δ Kendall τ | pairs (NA / attacked in "
-             "both) |", "|---|---|---|---|---|"]
+    lines = [f"| method − {title(BASELINE)} | Δ NA | Δ top-k intersection | Δ Kendall τ | pairs (NA / attacked "
+             "in both) |", "|---|---|---|---|---|"]
     for entry, stats in paired.items():
         lines.append(f"| {title(entry)} | {_points(stats['natural_accuracy'])} | {_points(stats['topk'])} | "
                      f"{_points(stats['kendall'], percent=False)} | {stats['natural_accuracy']['n']} / "
@@ -331,8 +331,8 @@ def _pareto_section(records, figure):
             continue
         where = ("lies above" if cmp["above"] == 1.0 else "lies below or level with" if cmp["above"] == 0.0
                  else f"lies above on {100 * cmp['above']:.0f} % of")
-        lines.append(f"- {label} vs {base}: over NA {100 * cmp['na_low']:.1f}–{100 * cmp['na_high']:.1f}% (covered by "
-                     f"both), the best top-k at equal or higher NA {where} {base}'s"
+        lines.append(f"- {label} vs {base}: over NA {100 * cmp['na_low']:.1f}–{100 * cmp['na_high']:.1f}% (covered "
+                     f"by both), the best top-k at equal or higher NA {where} {base}'s"
                      f"{' range' if 0 < cmp['above'] < 1 else ''}; largest gain {100 * max(0.0, cmp['max_gain']):.1f} "
                      f"points, largest shortfall {100 * max(0.0, cmp['max_loss']):.1f} points. One search each on "
                      "a validation subset: no interval.")
