@@ -25,6 +25,7 @@ setup(
         "numpy>=1.24",
         "scipy>=1.10",
         "pillow>=10",
+        "matplotlib>=3.7",  # the figures of RESULTS.md and the Pareto search
         "absl-py>=1.4",
         "ml-collections>=0.1.1",
         "tqdm>=4.60",

@@ -39,15 +39,15 @@ SCHEMA = {
              "augment", "num_examples", "image_shape", "num_classes"),
     "model": ("name", "weight_decay"),
     "train": ("optimizer", "lr", "momentum", "lr_schedule", "batch_size", "epochs", "steps_per_epoch",
-              "influence_every"),
+              "influence_every", "early_stopping_patience"),
     "robust": ("objective",) + ROBUST_FIELDS + ("epsilon_warmup_epochs",),
     "eval": ("protocol",),
     "runtime": ("strategy", "jit_compile", "logical_cpus", "deterministic"),
 }
 REQUIRED = {
     **SCHEMA,
-    "train": SCHEMA["train"][:-1],  # influence_every: optional
     "data": ("name", "validation_limit"),
+    "train": SCHEMA["train"][:-2],  # influence_every, early_stopping_patience: optional (absent: 0, off)
     "robust": ("objective", "loss_reduction"),
 }
 DATA_KEYS = {  # data keys by kind of dataset
@@ -361,8 +361,9 @@ def validate(config, *, num_replicas=1):
         _fail("train.batch_size", f"divisible by the number of replicas ({num_replicas})", batch)
     epochs = _int(config, "train.epochs")
     _int(config, "train.steps_per_epoch", optional=True)
-    if "influence_every" in config.train:
-        _int(config, "train.influence_every", minimum=0)
+    for key in ("influence_every", "early_stopping_patience"):
+        if key in config.train:
+            _int(config, f"train.{key}", minimum=0)
     schedule = get(config, "train.lr_schedule")
     previous = 0
     for entry in schedule if isinstance(schedule, tuple) else [None]:
@@ -378,7 +379,7 @@ def validate(config, *, num_replicas=1):
     used = robust_keys(objective)
     robust = config.robust
     for key in robust.keys():
-        if key not in used:
+        if key not in used and not (key == "epsilon_warmup_epochs" and "epsilon" in used):
             _fail(f"robust.{key}", f"absent: objective {objective!r} does not use it (it uses "
                   f"{', '.join(used)})", robust[key])
     _choice(config, "robust.loss_reduction", LOSS_REDUCTIONS, "loss reduction")
@@ -401,6 +402,8 @@ def validate(config, *, num_replicas=1):
     for key in ("attack_steps", "ig_steps", "inner_ig_steps", "top_k"):
         if key in robust:
             _int(config, f"robust.{key}", minimum=2 if method == "riemann_trapezoid" and "ig" in key else 1)
+    if "epsilon_warmup_epochs" in robust:
+        _int(config, "robust.epsilon_warmup_epochs", minimum=0)
     if "ig_batch_size" in robust:
         _int(config, "robust.ig_batch_size", optional=True)
     for key in ("inner_weight", "surrogate_beta"):

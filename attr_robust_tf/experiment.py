@@ -4,7 +4,8 @@ With `config_utils`, the only module that reads `ConfigDict`s (docs/conventions.
 takes explicit keyword arguments. `run_train` writes to its workdir (docs/conventions.md §7):
 
     config.json        the resolved config, written before anything runs
-    checkpoints/       weights + optimizer state after every epoch, and state.json naming the last one
+    checkpoints/       weights + optimizer state after every epoch, and state.json naming the last one;
+                       with `train.early_stopping_patience` also early_stopping.json and best.weights.h5
     metrics.csv, tb/   per-epoch metrics (CSV) and TensorBoard logs
     model.keras        the trained `RobustModel`, written at the end
 
@@ -26,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from attr_robust_tf import config_utils, data, distribute, models
+from attr_robust_tf import config_utils, data, distribute, early_stopping, models
 from attr_robust_tf.data import augment as augment_lib
 from attr_robust_tf.robust_model import RobustModel
 
@@ -324,6 +325,16 @@ def run_train(config, workdir, strategy=None, *, overwrite=False, verbose=1):
     train, validation, steps = build_datasets(config, initial_epoch=min(initial_epoch, epochs))
 
     callbacks = [keras.callbacks.TerminateOnNaN()] + _optional_callbacks(config, train, validation)
+    stopper = None
+    if config.train.get("early_stopping_patience"):
+        if validation is None:
+            raise ValueError("`train.early_stopping_patience` needs validation data. Received: "
+                             "data.validation_limit=0. Set data.validation_limit > 0 or the patience to 0.")
+        # before EpochCheckpoint: the epoch's early-stopping record is on disk before its checkpoint
+        stopper = early_stopping.ResumableEarlyStopping(
+            workdir, config.train.early_stopping_patience, warmup=config.robust.get("epsilon_warmup_epochs", 0),
+            write=chief)
+        callbacks.append(stopper)
     if chief:
         metrics_path = os.path.join(workdir, "metrics.csv")
         _truncate_metrics(metrics_path, initial_epoch)
@@ -332,7 +343,9 @@ def run_train(config, workdir, strategy=None, *, overwrite=False, verbose=1):
             keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), write_graph=False),
             EpochCheckpoint(workdir),
         ]
-    if initial_epoch < epochs:
+    if stopper is not None and stopper.stopped_before(initial_epoch):
+        logging.info("Early stopping already ended %s after epoch %d.", workdir, initial_epoch)
+    elif initial_epoch < epochs:
         logging.info("Training %s (%s) for epochs %d..%d, %d steps each, in %s.", config.robust.objective,
                      config.model.name, initial_epoch + 1, epochs, steps, workdir)
         model.fit(train, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
@@ -344,6 +357,9 @@ def run_train(config, workdir, strategy=None, *, overwrite=False, verbose=1):
                 f"Training diverged: the loss became {losses[bad[0]]} in epoch {initial_epoch + bad[0] + 1}. "
                 f"Lower `lr` (now {config.lr}) or the regularizer weights; the last finite epoch is "
                 f"checkpointed in {os.path.join(workdir, CHECKPOINTS)}.")
+    if stopper is not None:
+        best = stopper.restore_best(model)
+        logging.info("Early stopping: restored the weights of epoch %s (best %s).", best, stopper.monitor)
     if chief:
         config_utils.write_atomic(os.path.join(workdir, "model.keras"), model.save)
         logging.info("Wrote %s.", os.path.join(workdir, "model.keras"))

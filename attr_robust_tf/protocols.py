@@ -2,7 +2,8 @@
 
 `<dataset>:reference` are the settings of the RAR / Sarkar evaluation code (method.md §4.6 for the attack,
 §5 for PGD, §6 for the metrics). `<dataset>:cpu` keep ε, the step sizes and k but shrink what dominates the
-cost (IG points, iterations, restarts, images) so that a 2-core CPU finishes in minutes; each preset's
+cost (IG points, iterations, restarts, images) so that a 2-core CPU finishes in minutes; `<dataset>:medium`
+(MNIST, Fashion-MNIST) are the cpu presets with 1,000 images and 3 restarts; each preset's
 `note` says what it shrinks and why. `tiny` is for tests and smoke runs.
 """
 import dataclasses
@@ -161,6 +162,16 @@ PRESETS = {
         note="CPU shrink of fmnist:reference: first 200 test images (not 10,000), 20 iterations (not 100; "
              "10 sign steps of 0.01 already reach ε = 0.1), 1 run (not 3), 20 IG points (not 100) in every "
              "map. ε, step, k = 100 and PGD are unchanged. About 1/600 of the cost."),
+    "mnist:medium": Protocol(
+        name="mnist:medium", **{**_MNIST, "steps": 40}, ig_steps=20, num_images=1000,
+        note="Medium shrink of mnist:reference: first 1,000 test images (not 10,000), 40 iterations (not 100) "
+             "× 3 runs (restart 0 from x, the others from random points), 20 IG points (not 100). ε, step, "
+             "k_attack = 200, k_eval = 100 and PGD are unchanged."),
+    "fmnist:medium": Protocol(
+        name="fmnist:medium", **{**_FMNIST, "steps": 20}, ig_steps=20, num_images=1000,
+        note="Medium shrink of fmnist:reference: first 1,000 test images (not 10,000), 20 iterations (not 100) "
+             "× 3 runs (restart 0 from x, the others from random points), 20 IG points (not 100). ε, step, "
+             "k = 100 and PGD are unchanged."),
     "gtsrb:reference": Protocol(
         name="gtsrb:reference", num_images=12630, **_GTSRB,
         note=_REFERENCE_NOTE.format(what="all 12,630 test images, 50 iterations × 3 runs, 100 IG points, "

@@ -114,6 +114,34 @@ def default_search_space(*, weights, lr, epsilon=None, step_size=None, spread=10
     return check_search_space(space)
 
 
+def pareto_search_space(weights, *, spread=30.0):
+    """The space of a Pareto search over the regularizer weights alone: each non-zero weight of `weights`
+    (`robust.weights`) log-uniform within a factor `spread` either way, each weight separately (for
+    sarkar2021 the CACR and WACR weights are two axes)."""
+    spread = _checks.check_nonnegative(spread, "spread", strict=True)
+    if spread <= 1:
+        raise ValueError(f"`spread` must be > 1. Received: spread={spread!r}.")
+    space = [(f"robust.weights.{name}", "log", float(w) / spread, float(w) * spread)
+             for name, w in sorted(dict(weights).items()) if w > 0]
+    if not space:
+        raise ValueError(f"`weights` must hold at least one positive regularizer weight to search. Received: "
+                         f"weights={dict(weights)!r}. Objectives without regularizers have no trade-off to tune.")
+    return check_search_space(space)
+
+
+def trial_records(tuner, metrics=("natural_accuracy", "topk"), *, prefix="val_attr_"):
+    """Every finished trial as {"trial_id", "status", "values", <metric>: last value or None}, by trial id."""
+    records = []
+    for trial_id, trial in sorted(tuner.oracle.trials.items()):
+        record = {"trial_id": trial_id, "status": str(trial.status),
+                  "values": {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}}
+        for name in metrics:
+            key = prefix + name
+            record[name] = float(trial.metrics.get_last_value(key)) if trial.metrics.exists(key) else None
+        records.append(record)
+    return records
+
+
 def robustness_evaluator(images, labels, protocol="tiny", *, prefix="val_attr_", surrogate=None):
     """A post-training evaluation for `RobustHyperModel(evaluate=...)`.
 

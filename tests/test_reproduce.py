@@ -112,7 +112,84 @@ class NamesTest(testing.TestCase):
             reproduction.load_config("mnist", "natural", "cpu", config_dir=self.get_temp_dir())
 
 
+class MediumScaleTest(testing.TestCase):
+    def test_medium_configs(self):
+        madry = reproduction.load_config("mnist", "madry", "medium")
+        cpu = reproduction.load_config("mnist", "madry", "cpu")
+        self.assertEqual((madry.model.name, madry.data.limit, madry.train.epochs), ("cpu_cnn", 20000, 15))
+        self.assertEqual((madry.train.early_stopping_patience, madry.robust.epsilon_warmup_epochs), (3, 3))
+        self.assertEqual(madry.eval.protocol, "mnist:medium")
+        for key in ("lr", "robust.attack_steps", "robust.step_size", "robust.epsilon", "train.batch_size"):
+            self.assertEqual(reproduction.config_utils.get(madry, key), reproduction.config_utils.get(cpu, key), key)
+        sarkar = reproduction.load_config("fmnist", "sarkar2021", "medium")
+        self.assertEqual((sarkar.robust.ig_steps, sarkar.robust.inner_ig_steps), (8, 2))  # the cpu IG points
+        self.assertNotIn("epsilon_warmup_epochs", sarkar.robust)  # Fashion-MNIST trains at ε = 0.1 from the start
+        natural = reproduction.load_config("mnist", "natural", "medium")
+        self.assertNotIn("epsilon_warmup_epochs", natural.robust)  # no inner attack, nothing to warm up
+        tiny = reproduction.load_config("fmnist", "madry", "tiny")  # CI: the tiny data with medium's features
+        self.assertEqual((tiny.train.early_stopping_patience, tiny.robust.epsilon_warmup_epochs), (1, 1))
+        with self.assertRaisesRegex(ValueError, "Config variant `medium` must be one of the datasets"):
+            reproduction.load_config("gtsrb", "natural", "medium")
+
+    def test_medium_protocols(self):
+        for name in ("mnist", "fmnist"):
+            medium, cpu = (reproduction.protocols.get_protocol(f"{name}:{s}") for s in ("medium", "cpu"))
+            self.assertEqual((medium.num_images, medium.restarts, medium.ig_steps), (1000, 3, 20))
+            same = {k: v for k, v in cpu.to_dict().items() if k not in ("name", "note", "num_images", "restarts")}
+            self.assertEqual({k: medium.to_dict()[k] for k in same}, same)
+        self.assertEqual(reproduction.protocols.get_protocol("fashion_mnist:medium").name, "fmnist:medium")
+
+
+def with_per_image(cell, topk, *, correct=None, offset=0.0):
+    """`cell` with per-image values: top-k and Kendall (top-k + offset) per image 0..n−1."""
+    n = len(topk)
+    correct = [True] * n if correct is None else correct
+    cell = dict(cell, per_image={"index": list(range(n)), "clean_correct": list(correct), "found": [True] * n,
+                                 "topk": list(topk), "kendall": [t + offset for t in topk]})
+    cell["protocol"] = dict(cell["protocol"], bootstrap_samples=200)
+    return cell
+
+
 class RenderingTest(testing.TestCase):
+    def test_paired_claim_lines_closing_note_and_convergence(self):
+        rng = np.random.default_rng(5)
+        base = rng.uniform(0.3, 0.7, 150)
+        cells = [with_per_image(fake_cell("mnist", "ig_sum_norm", 0.9, 0.8, 0.5, 0.3), base),
+                 with_per_image(fake_cell("mnist", "sarkar2021", 0.9, 0.8, 0.6, 0.4), base + 0.01)]
+        for c, best in zip(cells, (4, 6)):
+            c["convergence"] = {"best_epoch": best, "best_val_accuracy": 0.99, "epochs_run": best + 3,
+                                "max_epochs": 15, "stopped_early": True, "patience": 3}
+        text = reproduction.format_results(cells, scale="medium")
+        diff = 0.01  # every image: +1 point, so the paired interval is the point itself
+        self.assertIn(f"| Sarkar et al. 2021 | +0.0 points [0.0, 0.0] | +{100 * diff:.1f} points [1.0, 1.0] | "
+                      "+0.010 [0.010, 0.010] | 150 / 150 |", text)
+        self.assertIn("paired over the 150 images attacked in both", text)
+        self.assertIn("Better by ≥ 3 top-k points at NA within 2 points: **no** (the top-k interval lies below +3 "
+                      "points)", text)
+        self.assertIn("## Closing note", text)
+        self.assertIn("- MNIST, Sarkar et al. 2021: **no**: Δ top-k +1.0 points [1.0, 1.0]", text)
+        self.assertIn("Per-model comparison (unpaired", text)  # the per-model sentences stay below
+        rows = table_rows(text, "## Convergence")
+        self.assertEqual(rows[1], "| Sarkar et al. 2021 | 6 | 9 / 15 | 99.0% | yes | 90.0% [88.0, 92.0] | ≥ 93.0% | "
+                                  "no |".replace("| no |", "| **no** |"))
+        # another scale of the same workdir: its own section, after the settings
+        text = reproduction.format_results(cells, scale="medium", extra_scales={"cpu": [dict(cells[0], scale="cpu")]})
+        self.assertIn("## Scale `cpu`", text)
+        self.assertIn("### MNIST, `cpu`", text)
+        self.assertIn("| MNIST (cpu) | IG-SUM-NORM (RAR) |", text)
+
+    def test_paired_figure_is_written_when_cells_have_per_image_values(self):
+        base = np.linspace(0.2, 0.8, 20)
+        cells = [with_per_image(fake_cell("mnist", "ig_sum_norm", 0.9, 0.8, 0.5, 0.3), base),
+                 with_per_image(fake_cell("mnist", "madry", 0.9, 0.8, 0.5, 0.3), base - 0.05)]
+        path = os.path.join(self.get_temp_dir(), "page", "RESULTS.md")
+        reproduction.write_results(cells, path, scale="cpu")
+        self.assertEqual(sorted(os.listdir(os.path.dirname(path))), ["RESULTS-paired.png", "RESULTS.md", "RESULTS.png"])
+        with open(path) as f:
+            self.assertIn("(RESULTS-paired.png)", f.read())
+        self.assertEqual(Image.open(os.path.join(os.path.dirname(path), "RESULTS-paired.png")).mode, "RGB")
+
+
     def test_claim_differences_and_recalled_rows(self):
         cells = [fake_cell("fashion_mnist", "natural", 0.85, 0.05, 0.40, 0.45),
                  fake_cell("fashion_mnist", "madry", 0.80, 0.60, 0.55, 0.52),
@@ -241,6 +318,39 @@ class ToolTest(testing.TestCase):
             both = np.array(one["found"]) & np.array(many["found"])
             self.assertTrue(np.all(np.array(many["kendall"])[both] <= np.array(one["kendall"])[both] + 1e-6))
 
+    def _check_medium_paths(self, workdir, results):
+        """Per-image values, the early-stopping record, the ε warm-up key and the paired lines of a tiny run."""
+        def result(objective):
+            with open(os.path.join(reproduction.cell_dir(workdir, "tiny", "fashion_mnist", objective),
+                                   "result.json")) as f:
+                return json.load(f)
+
+        ours, base = result("sarkar2021"), result("ig_sum_norm")
+        for r in (ours, base):
+            self.assertEqual(r["per_image"]["index"], list(range(8)))
+            self.assertEqual(r["config"]["train"]["early_stopping_patience"], 1)
+        self.assertEqual(result("madry")["config"]["robust"]["epsilon_warmup_epochs"], 1)
+        state = reproduction.cells.early_stopping.read_state(
+            os.path.join(reproduction.cell_dir(workdir, "tiny", "fashion_mnist", "sarkar2021"), "train"))
+        self.assertEqual(state["best_epoch"], reproduction.cells.early_stopping.decide(state["history"], 1)[0])
+        madry = reproduction.cells.early_stopping.read_state(
+            os.path.join(reproduction.cell_dir(workdir, "tiny", "fashion_mnist", "madry"), "train"))
+        self.assertEqual((madry["warmup"], madry["best_epoch"]), (1, 2))  # epoch 1 (the ε warm-up) is never the best
+        # the paired top-k difference, recomputed from the two per-image records
+        a, b = ours["per_image"], base["per_image"]
+        both = [i for i in range(8) if a["clean_correct"][i] and a["found"][i] and b["clean_correct"][i]
+                and b["found"][i] and a["topk"][i] is not None and b["topk"][i] is not None]
+        with open(results) as f:
+            text = f.read()
+        row = next(line for line in text.split("\n") if line.startswith("| Sarkar et al. 2021 | ") and "points" in line)
+        if both:
+            diff = np.mean([a["topk"][i] - b["topk"][i] for i in both])
+            self.assertIn(f" | {100 * diff:+.1f} points [", row)
+            self.assertTrue(row.endswith(f" / {len(both)} |"), row)
+        self.assertIn("## Closing note", text)
+        self.assertIn(f"| Sarkar et al. 2021 | {state['best_epoch']} | {max(state['history'])} / 2 |", text)
+        self.assertTrue(os.path.exists(os.path.splitext(results)[0] + "-paired.png"))
+
     def test_tiny_every_objective_resume_and_demo(self):
         # about 1.5–3 minutes on 2 busy cores: 7 tiny trainings and evaluations, then 3 quick reruns
         workdir = os.path.join(self.get_temp_dir(), "repro")
@@ -250,6 +360,7 @@ class ToolTest(testing.TestCase):
         first = run("reproduce.py", *flags)
         self.assertEqual(first.returncode, 0, first.stderr[-3000:])
         self._check_tiny_run(workdir, results, list(reproduction.OBJECTIVES))
+        self._check_medium_paths(workdir, results)
         with open(results) as f:
             text = f.read()
         before = mtimes(workdir)

@@ -222,3 +222,43 @@ class TuneToolTest(TestCase):
         trained = config_utils.load(self.tmp / "train" / "config.json")
         self.assertEqual(trained.robust.weights.ig_norm, best["robust.weights.ig_norm"])
         self.assertEqual(trained.robust.epsilon, best["robust.epsilon"])
+
+
+class ParetoToolTest(TestCase):
+    @pytest.fixture(autouse=True)
+    def _inject(self, tmp_path):
+        self.tmp = tmp_path
+
+    def test_pareto_space_searches_each_weight_alone(self):
+        space = tuning.pareto_search_space({"cacr": 0.1, "wacr": 0.2, "off": 0.0}, spread=10.0)
+        self.assertAllClose([e[2:] for e in space], [(0.01, 1.0), (0.02, 2.0)])
+        self.assertEqual([e[:2] for e in space], [("robust.weights.cacr", "log"), ("robust.weights.wacr", "log")])
+        with self.assertRaisesRegex(ValueError, "`weights` must hold at least one positive"):
+            tuning.pareto_search_space({})
+        with self.assertRaisesRegex(ValueError, "`spread` must be > 1"):
+            tuning.pareto_search_space({"cacr": 0.1}, spread=1.0)
+
+    @pytest.mark.filterwarnings("ignore:the load_module")
+    def test_cli_pareto_two_trials(self):
+        # 2 one-epoch trials of tiny sarkar2021 (about 30 s): both weights drawn separately, NA and top-k per trial
+        from attr_robust_tf import pareto
+
+        workdir = self.tmp / "pareto"
+        proc = _run_tool("tune.py", f"--config={os.path.join(REPO, 'configs', 'tiny.py')}:sarkar2021",
+                         f"--workdir={workdir}", "--pareto", "--max_trials=2", "--eval_images=8",
+                         "--config.train.epochs=1", "--pareto_spread=10", "--label=Sarkar tiny")
+        self.assertEqual(proc.returncode, 0, proc.stderr[-4000:])
+        record = pareto.read_pareto(workdir / "pareto.json")
+        self.assertEqual((record["label"], record["objective"], record["validation_images"]),
+                         ("Sarkar tiny", "sarkar2021", 8))
+        self.assertLen(record["trials"], 2)
+        summary = json.loads((workdir / "best_trial.json").read_text())
+        scores = {t["trial_id"]: t["score"] for t in summary["trials"]}
+        for t in record["trials"]:
+            self.assertEqual(sorted(t["values"]), ["robust.weights.cacr", "robust.weights.wacr"])
+            self.assertBetween(t["values"]["robust.weights.cacr"], 0.01, 1.0)
+            self.assertBetween(t["natural_accuracy"], 0.0, 1.0)
+            self.assertEqual(t["topk"], scores[t["trial_id"]])  # the tuner's objective is the recorded top-k
+        points = [[t["natural_accuracy"], t["topk"]] for t in record["trials"]]
+        self.assertEqual(record["front_ids"], [record["trials"][i]["trial_id"] for i in pareto.non_dominated(points)])
+        self.assertTrue((workdir / "pareto.png").exists())

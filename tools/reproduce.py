@@ -4,6 +4,8 @@
   python tools/reproduce.py --datasets=fmnist --objectives=natural,sarkar2021 --scale=tiny \
       --workdir=/tmp/r --results=/tmp/r/RESULTS.md
   python tools/reproduce.py --datasets=fmnist --objectives=ig_sum_norm,sarkar2021,sarkar2021@train.epochs=4
+  python tools/reproduce.py --datasets=mnist,fmnist --objectives=all --scale=medium --workdir=runs/repro \
+      --pareto_dirs=runs/pareto/ig_sum_norm,runs/pareto/sarkar2021    # + the cpu tables of the same workdir
 
 Rerunning the same command resumes: finished models and evaluations are reused, an interrupted training
 continues from its last epoch and an interrupted evaluation from its last saved chunk.
@@ -24,9 +26,11 @@ def define_flags():
     flags.DEFINE_string("objectives", "all", "`all` or a comma-separated list of natural, madry, trades, ig_norm, "
                         "ig_sum_norm, art, sarkar2021; an entry may add config overrides for an ablation, "
                         "e.g. sarkar2021@robust.weights.cacr=1+robust.weights.wacr=1.")
-    flags.DEFINE_enum("scale", "cpu", ["tiny", "cpu", "reference"],
-                      "tiny: synthetic 8×8 data, minutes (tests the tool); cpu: real data, hours on 2 cores; "
-                      "reference: the papers' settings (GPU).")
+    flags.DEFINE_enum("scale", "cpu", ["tiny", "cpu", "medium", "reference"],
+                      "tiny: synthetic 8×8 data, minutes (tests the tool); cpu: real data, about an hour on 2 "
+                      "cores; medium (MNIST, Fashion-MNIST): 20,000 images to convergence with early stopping, "
+                      "1,000 test images × 3 restarts, several sessions (resumes); reference: the papers' "
+                      "settings (GPU).")
     flags.DEFINE_string("workdir", "runs/repro", "Root folder of every model and evaluation (resumable).")
     flags.DEFINE_string("results", os.path.join(ROOT, "docs", "RESULTS.md"),
                         "Where to write the results page (its bar chart goes next to it as .png).")
@@ -34,6 +38,10 @@ def define_flags():
                          "protocol's).")
     flags.DEFINE_integer("study_images", None, "Images of the restart study (default: 4 tiny, 40 cpu, 100 "
                          "reference; 0: no study).")
+    flags.DEFINE_list("include_scales", None, "Also put the finished cells of these scales under --workdir on the "
+                      "page, without running anything (default: cpu when --scale=medium).")
+    flags.DEFINE_list("pareto_dirs", [], "Folders of tools/tune.py --pareto runs whose fronts go into one figure "
+                      "of the page.")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
@@ -53,6 +61,17 @@ def main(argv):
         if value is not None and value < (0 if name == "study_images" else 1):
             raise app.UsageError(f"`--{name}` must be >= {0 if name == 'study_images' else 1}. "
                                  f"Received: --{name}={value}.")
+    include = FLAGS.include_scales
+    if include is None:
+        include = ["cpu"] if FLAGS.scale == "medium" else []
+    for scale in include:
+        if scale not in reproduction.SCALES:
+            raise app.UsageError(f"`--include_scales` must list scales of {', '.join(reproduction.SCALES)}. "
+                                 f"Received: {scale!r}.")
+    for folder in FLAGS.pareto_dirs:
+        if not os.path.isfile(os.path.join(folder, "pareto.json")):
+            raise app.UsageError(f"`--pareto_dirs` must name folders of tools/tune.py --pareto runs. Received: "
+                                 f"{folder} without pareto.json.")
     if os.path.isfile(FLAGS.workdir):
         raise app.UsageError(f"`--workdir` must be a folder. Received: --workdir={FLAGS.workdir} (a file).")
 
@@ -64,7 +83,8 @@ def main(argv):
     command = "python tools/reproduce.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     reproduction.reproduce(datasets, objectives, FLAGS.scale, FLAGS.workdir, results=FLAGS.results,
                            limit=FLAGS.limit, study_images=FLAGS.study_images, command=command, strategy=strategy,
-                           verbose=1 if FLAGS.progress else 2, progress=FLAGS.progress, log=logging.info)
+                           verbose=1 if FLAGS.progress else 2, progress=FLAGS.progress, log=logging.info,
+                           include_scales=include, pareto_dirs=FLAGS.pareto_dirs)
     print(f"Wrote {FLAGS.results} and {os.path.splitext(FLAGS.results)[0]}.png")
 
 

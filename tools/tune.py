@@ -8,6 +8,13 @@ The objective is the attribution attack's top-k intersection on the first --eval
 Writes <workdir>/best_overrides.json ({dotted key: value}, for config_utils.override), best_flags.txt (the
 same as --config.<key>=<value> flags for tools/train.py), best_trial.json (score and every trial) and kt/
 (the tuner's own state: rerunning the same command resumes the search, --overwrite starts over).
+
+--pareto searches the regularizer weights alone (log-uniform, for sarkar2021 CACR and WACR separately) and also
+writes pareto.json (NA and top-k of every trial on the validation subset, the non-dominated trials) and
+pareto.png (all trials, the front highlighted); tools/reproduce.py --pareto_dirs puts several fronts in one figure:
+
+  python tools/tune.py --config=configs/fmnist_sarkar2021.py:cpu --workdir=runs/pareto/sarkar2021 --pareto \
+      --max_trials=8 --eval_images=200
 """
 import json
 import os
@@ -29,6 +36,12 @@ def define_flags():
     flags.DEFINE_string("protocol", None, "Evaluation protocol of the objective (default: config.eval.protocol).")
     flags.DEFINE_integer("eval_images", 16, "Validation images attacked after each trial.")
     flags.DEFINE_bool("overwrite", False, "Start the search over instead of resuming it.")
+    flags.DEFINE_bool("pareto", False, "Search the regularizer weights alone (log-uniform, each weight separately) "
+                      "and write pareto.json (every trial's NA and top-k on the validation subset, the "
+                      "non-dominated ones marked) and pareto.png.")
+    flags.DEFINE_float("pareto_spread", 30.0, "--pareto: each weight ranges over [w / spread, w · spread].")
+    flags.DEFINE_string("label", None, "--pareto: the name of this search in pareto.json and figures (default: "
+                        "the objective).")
 
 
 def main(argv):
@@ -49,8 +62,14 @@ def main(argv):
         raise app.UsageError("The tuning objective needs validation data: set --config.data.validation_limit > 0.")
     x_val, y_val = next(validation.unbatch().batch(FLAGS.eval_images).as_numpy_iterator())
     robust = config.robust
-    space = tuning.default_search_space(weights=dict(robust.get("weights") or {}), lr=config.lr,
-                                        epsilon=robust.get("epsilon"), step_size=robust.get("step_size"))
+    if FLAGS.pareto:
+        try:
+            space = tuning.pareto_search_space(dict(robust.get("weights") or {}), spread=FLAGS.pareto_spread)
+        except ValueError as error:
+            raise app.UsageError(str(error)) from None
+    else:
+        space = tuning.default_search_space(weights=dict(robust.get("weights") or {}), lr=config.lr,
+                                            epsilon=robust.get("epsilon"), step_size=robust.get("step_size"))
     objective, weights = (FLAGS.objective, FLAGS.direction), None
     if FLAGS.accuracy_weight:
         weights = {FLAGS.objective: 1.0 - FLAGS.accuracy_weight, "val_accuracy": FLAGS.accuracy_weight}
@@ -77,7 +96,26 @@ def main(argv):
                "search_space": [list(entry) for entry in space], "trials": trials}
     config_utils.write_text(os.path.join(FLAGS.workdir, "best_trial.json"), json.dumps(summary, indent=2) + "\n")
     logging.info("Best trial %s: %s = %.4f with %s", trials[0]["trial_id"], objective[0], trials[0]["score"], best)
+    if FLAGS.pareto:
+        write_pareto(config, tuner, [list(entry) for entry in space], x_val.shape[0])
     print(flag_line)
+
+
+def write_pareto(config, tuner, space, images):
+    """pareto.json and pareto.png in --workdir from the tuner's trials."""
+    from attr_robust_tf import pareto, tuning
+    from attr_robust_tf.reproduction import figures
+
+    label = FLAGS.label or config.robust.objective
+    trials = tuning.trial_records(tuner)
+    record = pareto.write_pareto(
+        os.path.join(FLAGS.workdir, pareto.FILE), trials, label=label,
+        extra={"objective": config.robust.objective, "dataset": config.data.name, "validation_images": int(images),
+               "protocol": FLAGS.protocol or config.eval.protocol, "search_space": space,
+               "epochs": config.train.epochs})
+    figures.save_figure(figures.pareto_figure(trials, record["front_ids"], label=label),
+                        os.path.join(FLAGS.workdir, "pareto.png"))
+    logging.info("Pareto front of %s: %d of %d trials non-dominated.", label, len(record["front_ids"]), len(trials))
 
 
 if __name__ == "__main__":
