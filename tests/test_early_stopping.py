@@ -14,7 +14,6 @@ import pytest
 import testing
 from attr_robust_tf import config_utils, configs, data, early_stopping, experiment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(epochs, patience):
