@@ -60,7 +60,7 @@ def _value(value, dtype):
 def _shortest(value):
     """A float, or a variable's value as the shortest decimal that round-trips it (0.3, not 0.30000001…)."""
     if _is_variable(value):
-        return float(str(keras.ops.convert_to_numpy(value)))
+        return float(str(value.numpy()))
     return value
 
 
