@@ -11,7 +11,7 @@ import inspect
 import keras
 
 from attr_robust_tf import _checks, attributions, scores, terms
-from attr_robust_tf.terms import cosine, kl_divergence, kl_uniform_softmax
+from attr_robust_tf.terms import cosine, kl_divergence, kl_uniform_softmax  # noqa: F401 (public names)
 
 __all__ = ["AttributionRegularizer", "InputGradientNorm", "IGNorm", "TradesKL", "ARTAlignment", "CACR",
            "WACR", "kl_divergence", "kl_uniform_softmax", "cosine", "REGULARIZERS", "get", "build"]

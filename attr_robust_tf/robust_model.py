@@ -6,7 +6,8 @@ The wrapper delegates `call` to the wrapped model and overrides only `train_step
     L  = task_loss(f(x_task), y) + Σ_r λ_r · reduce(R_r(x, x′, y))
 
 with the task loss from `compile(loss=...)` (`compute_loss`: sample weights, `model.losses`, 1/R scaling) and
-the regularizers R_r of the objective row (objectives.py). The inner attack and every attribution map run
+the penalties R_r of the objective row (objectives.py). All settings are one `RobustSettings` (settings.py):
+the row's defaults with the constructor's overrides. The inner attack and every attribution map run
 inside the outer `tf.GradientTape`, so ∇_θ L contains the double-backprop terms (style.md §4, §12).
 """
 import difflib

@@ -22,7 +22,7 @@ class EpsilonSchedule(keras.callbacks.Callback):
     which the traced step reads (no retracing). The value depends only on the optimizer's iteration count and
     the number of steps per epoch, so a run resumed from a checkpoint repeats the uninterrupted one. After
     training the variables hold the targets again (validation during `fit` uses the current ε_t).
-    `warmup_epochs=0` changes nothing.
+    `warmup_epochs=0` changes nothing. With `compile(steps_per_execution=k)` the value is set once per k steps.
 
     Args:
       warmup_epochs: length of the ramp in epochs (≥ 0; may be fractional).
