@@ -125,8 +125,8 @@ class InnerAttack:
             _checks.lookup("inner-attack term", term, TERMS)
             checked = _checks.check_nonnegative(_shortest(weight), f"objectives[{term!r}]")
             self.objectives[term] = weight if _is_variable(weight) else checked
-        self.epsilon = self._scalar(epsilon, "epsilon")
-        self.step_size = self._scalar(step_size, "step_size")
+        self._epsilon = self._scalar(epsilon, "epsilon")  # a number or a variable, read by `_value`
+        self._step_size = self._scalar(step_size, "step_size")
         self.steps = _checks.check_positive_int(steps, "steps", minimum=0)
         if start not in STARTS:
             _checks.did_you_mean("start", start, STARTS)
@@ -142,6 +142,16 @@ class InnerAttack:
             raise ValueError(
                 f"`clip` must be a pair (lo, hi) with lo < hi, or None. Received: clip={clip!r}.")
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
+
+    @property
+    def epsilon(self):
+        """ε as a float (a variable's current value)."""
+        return _shortest(self._epsilon)
+
+    @property
+    def step_size(self):
+        """The step size as a float (a variable's current value)."""
+        return _shortest(self._step_size)
 
     @staticmethod
     def _scalar(value, name):
@@ -170,7 +180,7 @@ class InnerAttack:
                     return tf.random.uniform(s, -1.0, 1.0, dtype=images.dtype)
                 return tf.random.stateless_uniform(s, sd, -1.0, 1.0, dtype=images.dtype, alg="philox")
             noise = _replica_noise(sample, shape, seed)
-            epsilon = _value(self.epsilon, images.dtype)
+            epsilon = _value(self._epsilon, images.dtype)
             return project(images + epsilon * noise, images, epsilon, self.clip)
 
         def sample(s, sd):
@@ -215,7 +225,7 @@ class InnerAttack:
         """
         images = tf.convert_to_tensor(images)
         labels = tf.cast(labels, tf.int32)
-        epsilon = _value(self.epsilon, images.dtype)
+        epsilon = _value(self._epsilon, images.dtype)
         x0 = self.start(images, seed)
         if self.steps == 0:
             return tf.stop_gradient(project(x0, images, epsilon, self.clip))
@@ -226,11 +236,11 @@ class InnerAttack:
             return self.objective(m, adv, x, y, context=context, weights=weights)
 
         return pgd_loop(ascent_model, objective, images, labels, x0, epsilon=epsilon,
-                        step_size=_value(self.step_size, images.dtype), steps=self.steps, clip=self.clip)
+                        step_size=_value(self._step_size, images.dtype), steps=self.steps, clip=self.clip)
 
     def get_config(self):
         return {"objectives": {t: _shortest(w) for t, w in self.objectives.items()},
-                "epsilon": _shortest(self.epsilon), "step_size": _shortest(self.step_size),
+                "epsilon": self.epsilon, "step_size": self.step_size,
                 "steps": self.steps, "start": self.start_kind, "ig_steps": self.ig_steps,
                 "ig_method": self.ig_method, "ig_batch_size": self.ig_batch_size, "top_k": self.top_k,
                 "noise_scale": self.noise_scale, "clip": self.clip}
