@@ -14,7 +14,7 @@ if _keras.config.backend() != "tensorflow":
         "attr_robust_tf needs the TensorFlow backend of Keras 3. Received: keras.config.backend()="
         f"{_keras.config.backend()!r} (from ~/.keras/keras.json). Set KERAS_BACKEND=tensorflow.")
 
-from attr_robust_tf import data, models, objectives, regularizers, scores  # noqa: E402
+from attr_robust_tf import data, models, objectives, penalties, regularizers, scores, terms  # noqa: E402
 from attr_robust_tf.attacks import AttackResult, AttributionAttack, InnerAttack, pgd_linf  # noqa: E402
 from attr_robust_tf.attributions import (  # noqa: E402
     input_x_gradient,
@@ -38,6 +38,8 @@ from attr_robust_tf.metrics import (  # noqa: E402
 from attr_robust_tf.models import softplus_surrogate  # noqa: E402
 from attr_robust_tf.protocols import get_protocol  # noqa: E402
 from attr_robust_tf.robust_model import RobustModel  # noqa: E402
+from attr_robust_tf.schedules import EpsilonSchedule  # noqa: E402
+from attr_robust_tf.settings import RobustSettings  # noqa: E402
 from attr_robust_tf.version import __version__  # noqa: E402
 
 __all__ = [
@@ -46,8 +48,10 @@ __all__ = [
     "data",
     "models",
     "objectives",
+    "penalties",
     "regularizers",
     "scores",
+    "terms",
     # attributions
     "integrated_gradients",
     "saliency",
@@ -70,6 +74,8 @@ __all__ = [
     "InnerAttack",
     # training
     "RobustModel",
+    "RobustSettings",
+    "EpsilonSchedule",
     "softplus_surrogate",
     # evaluation and export
     "evaluate_robustness",

@@ -1,4 +1,7 @@
-"""Warnings of attr_robust_tf, each with a code documented in docs/warnings.md."""
+"""Warnings of attr_robust_tf, each with a code documented in docs/warnings.md.
+
+Emitted: AR001, AR003, AR006. Reserved (declared so the codes stay stable, never emitted): AR002, AR004, AR005.
+"""
 
 
 class AttrRobustWarning(UserWarning):
@@ -14,7 +17,7 @@ class TrainingModeWarning(AttrRobustWarning):
 
 
 class ProbabilityOutputWarning(AttrRobustWarning):
-    """AR002: the model outputs look like probabilities where logits are required."""
+    """AR002, reserved: outputs that look like probabilities raise a ValueError instead (every score would be wrong)."""
 
     code = "AR002"
 
@@ -26,13 +29,13 @@ class ZeroAttackGradientWarning(AttrRobustWarning):
 
 
 class CompletenessWarning(AttrRobustWarning):
-    """AR004: the IG completeness gap is large (too few steps)."""
+    """AR004, reserved (not emitted): the IG completeness gap is large (too few steps)."""
 
     code = "AR004"
 
 
 class NoLabelPreservingIterateWarning(AttrRobustWarning):
-    """AR005: the attack found no label-preserving iterate for some examples."""
+    """AR005, reserved: images without a label-preserving iterate are counted in every report instead."""
 
     code = "AR005"
 

@@ -5,12 +5,13 @@ Every objective has one shape:
     L(θ) = task_loss(f(x_task), y) + Σ_r λ_r · reduce(R_r(x, x′, y)),   x′ = stop_gradient(argmax J(x′))
 
 A row names the inner maximisation J (weighted terms of `attacks.inner.TERMS`), which input the task loss sees
-(`x` or `x′`), the regularizers R_r (`regularizers.REGULARIZERS`) and the default settings. `RobustModel`
-reads rows only; registering a new objective (`register`) needs no change to its `train_step`.
+(`x` or `x′`), the penalties R_r (`penalties.REGULARIZERS`) and its default settings (a `RobustSettings`).
+`RobustModel` reads rows only; registering a new objective (`register`) needs no change to its `train_step`.
 
-Row defaults are the RAR MNIST values (method.md §8.2: ε 0.3, 40 PGD steps of 0.01, m = 50 outer and
-m′ = 10 inner IG points, λ 1.0 for IG-NORM and β 0.1 for IG-SUM-NORM); Sarkar et al. 2021 keeps its own IG
-points (m = 20, m′ = 5) and weights (0.1), ART its own step count, k and surrogate β (method.md §7.7).
+Row defaults are the RAR MNIST values (`RobustSettings()`, method.md §8.2: ε 0.3, 40 PGD steps of 0.01,
+m = 50 outer and m′ = 10 inner IG points; λ 1.0 for IG-NORM and β 0.1 for IG-SUM-NORM); Sarkar et al. 2021
+keeps its own IG points (m = 20, m′ = 5) and weights (0.1), ART its own step count, k and surrogate β
+(method.md §7.7).
 """
 import dataclasses
 import types
@@ -18,7 +19,8 @@ import types
 import tensorflow as tf
 
 from attr_robust_tf import _checks
-from attr_robust_tf import regularizers as regularizers_lib
+from attr_robust_tf import penalties as penalties_lib
+from attr_robust_tf import settings as settings_lib
 from attr_robust_tf.attacks import inner as inner_lib
 
 __all__ = ["Objective", "OBJECTIVES", "register", "get", "names"]
@@ -26,24 +28,21 @@ __all__ = ["Objective", "OBJECTIVES", "register", "get", "names"]
 TASK_INPUTS = ("clean", "adv")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class Objective:
     """One training method.
 
     Attributes:
       name: registry key.
       task_input: "clean" (task loss on x) or "adv" (on the inner attack's x′).
-      inner: inner-attack terms → weight. A float is a fixed weight; a string names the regularizer whose
-        weight the term shares (IG-SUM-NORM uses one β inside and outside), so scheduling that weight
-        also moves the attack. Empty: no inner attack.
+      inner: inner-attack terms → weight. A number is a fixed weight; a string names the regularizer whose
+        weight variable the term shares (IG-SUM-NORM uses one β inside and outside), so scheduling that
+        weight also moves the attack. Empty: no inner attack.
       start: the inner attack's random start ("uniform", "normal" or "none").
-      regularizers: names of the penalty terms (keys of `regularizers.REGULARIZERS`).
+      regularizers: names of the penalty terms (keys of `penalties.REGULARIZERS`).
       weights: default weight of each regularizer.
-      epsilon, step_size, attack_steps: inner ℓ∞ PGD defaults.
-      ig_steps: outer IG points m; inner_ig_steps: inner IG points m′ (RAR's m / approx_factor).
-      surrogate_beta: default β of the smooth surrogate (None: attack and penalties use the network itself).
-      inner_weight: default weight of the inner attribution term (None: the row's `inner` value).
-      top_k: default ART mask size (None: min(1000, H·W·C)).
+      settings: the row's default `RobustSettings`. The constructor also takes its fields as keywords
+        (`Objective("x", ig_steps=20)`), and `row.ig_steps` etc. read them.
       reference: where the formula comes from.
     """
 
@@ -53,17 +52,24 @@ class Objective:
     start: str = "uniform"
     regularizers: tuple = ()
     weights: types.MappingProxyType = dataclasses.field(default_factory=dict)
-    epsilon: float = 0.3
-    step_size: float = 0.01
-    attack_steps: int = 40
-    ig_steps: int = 50
-    inner_ig_steps: int = 10
-    surrogate_beta: float = None
-    inner_weight: float = None
-    top_k: int = None
+    settings: settings_lib.RobustSettings = settings_lib.RobustSettings()
     reference: str = ""
 
-    def __post_init__(self):
+    def __init__(self, name, task_input="clean", inner=None, start="uniform", regularizers=(), weights=None, *,
+                 settings=None, reference="", **defaults):
+        base = settings or settings_lib.RobustSettings()
+        if isinstance(base, dict):
+            base = settings_lib.RobustSettings().replace(**base)
+        # freeze the mappings so a registered row cannot change under a traced step
+        for key, value in (("name", name), ("task_input", task_input),
+                           ("inner", types.MappingProxyType(dict(inner or {}))), ("start", start),
+                           ("regularizers", tuple(regularizers)),
+                           ("weights", types.MappingProxyType(dict(weights or {}))),
+                           ("settings", base.replace(**defaults)), ("reference", reference)):
+            object.__setattr__(self, key, value)
+        self._validate()
+
+    def _validate(self):
         if self.task_input not in TASK_INPUTS:
             _checks.did_you_mean("task_input", self.task_input, TASK_INPUTS)
         if self.start not in inner_lib.STARTS:
@@ -75,23 +81,68 @@ class Objective:
                     f"`inner[{term!r}]` must be a number or the name of one of this row's regularizers "
                     f"{list(self.regularizers)}. Received: {weight!r}.")
         for name in self.regularizers:
-            regularizers_lib.get(name)
+            penalties_lib.get(name)
             if name not in self.weights:
                 raise ValueError(f"`weights` must give a default for every regularizer. Missing: {name!r}.")
-            if regularizers_lib.get(name).requires_adv and not self.inner:
+            if penalties_lib.get(name).requires_adv and not self.inner:
                 raise ValueError(
                     f"Regularizer {name!r} needs the perturbed input x′, but objective {self.name!r} has no "
                     "inner attack. Give the row an `inner` objective.")
         if self.task_input == "adv" and not self.inner:
             raise ValueError(f"`task_input='adv'` needs an inner attack. Received: inner={dict(self.inner)}.")
-        # freeze the mappings so a registered row cannot change under a traced step
-        object.__setattr__(self, "inner", types.MappingProxyType(dict(self.inner)))
-        object.__setattr__(self, "weights", types.MappingProxyType(dict(self.weights)))
-        object.__setattr__(self, "regularizers", tuple(self.regularizers))
+
+    def __getattr__(self, name):
+        # row.epsilon, row.ig_steps, ...: the row's default settings
+        if name in settings_lib.names() and "settings" in self.__dict__:
+            return getattr(self.__dict__["settings"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def has_inner_attack(self):
         return bool(self.inner)
+
+    @property
+    def uses(self):
+        """The `RobustSettings` fields this row reads, in field order (declared by the attack, terms, penalties)."""
+        used = {"loss_reduction"}
+        if self.inner:
+            used.update(inner_lib.InnerAttack.uses)
+            for term in self.inner:
+                used.update(inner_lib.TERM_USES.get(term, ()))
+            if any(self._untied(term) for term in self.inner):
+                used.add("inner_weight")
+        for name in self.regularizers:
+            used.update(penalties_lib.get(name).uses)
+        return tuple(name for name in settings_lib.names() if name in used)
+
+    def _untied(self, term):
+        """True for an attribution term mixed with other terms whose fixed weight `inner_weight` replaces."""
+        return term != "cross_entropy" and len(self.inner) > 1 and not isinstance(self.inner[term], str)
+
+    def resolve(self, **overrides):
+        """The row's default settings with `overrides` replaced (`None`: the default), validated.
+
+        An objective with an inner attack needs ε > 0 and a > 0; the other checks are `RobustSettings`'.
+        """
+        if self.inner:
+            for name in ("epsilon", "step_size"):
+                if overrides.get(name) is not None:
+                    _checks.check_nonnegative(overrides[name], name, strict=True)
+        resolved = self.settings.replace(**overrides)
+        if self.inner:
+            for name in ("epsilon", "step_size"):
+                _checks.check_nonnegative(getattr(resolved, name), name, strict=True)
+        return resolved
+
+    def inner_weights(self, settings):
+        """Inner term → weight under `settings`: a number, or the name of the regularizer weight it shares.
+
+        `settings.inner_weight` (if given) replaces the weight of every attribution term that is mixed with
+        cross-entropy; a single-term attack ignores it (sign steps do not see the scale).
+        """
+        mixed = settings.inner_weight is not None and len(self.inner) > 1
+        return {term: settings.inner_weight if mixed and term != "cross_entropy" else weight
+                for term, weight in self.inner.items()}
 
     def terms(self, model, images, labels, *, attack=None, regularizers=None, surrogate=None, seed=None,
               inner_weights=None):
@@ -101,10 +152,10 @@ class Objective:
           model: the network (logits).
           images, labels: the clean batch, (N, H, W, C) and int32 (N,).
           attack: the `InnerAttack` built from this row (None if the row has none).
-          regularizers: dict name → regularizer instance.
+          regularizers: dict name → penalty instance.
           surrogate: smooth copy of `model` sharing its weights, or None.
           seed: stateless seed (2,) of the inner attack's random start.
-          inner_weights: dict inner term → scalar tensor for terms that share a regularizer weight.
+          inner_weights: optional dict inner term → scalar tensor overriding the attack's term weights.
 
         Returns:
           (x_task, adv_images, {name: (N,) penalty}); adv_images is a constant (Danskin) or None.

@@ -6,21 +6,24 @@ The wrapper delegates `call` to the wrapped model and overrides only `train_step
     L  = task_loss(f(x_task), y) + Σ_r λ_r · reduce(R_r(x, x′, y))
 
 with the task loss from `compile(loss=...)` (`compute_loss`: sample weights, `model.losses`, 1/R scaling) and
-the regularizers R_r of the objective row (objectives.py). The inner attack and every attribution map run
+the penalties R_r of the objective row (objectives.py). All settings are one `RobustSettings` (settings.py):
+the row's defaults with the constructor's overrides. The inner attack and every attribution map run
 inside the outer `tf.GradientTape`, so ∇_θ L contains the double-backprop terms (style.md §4, §12).
 """
+import difflib
+
 import keras
-import numpy as np
 import tensorflow as tf
 
-from attr_robust_tf import _checks, attributions, objectives
-from attr_robust_tf import regularizers as regularizers_lib
+from attr_robust_tf import _checks, objectives
+from attr_robust_tf import penalties as penalties_lib
+from attr_robust_tf import settings as settings_lib
 from attr_robust_tf.attacks.inner import InnerAttack
 from attr_robust_tf.surrogate import softplus_surrogate
 
 __all__ = ["RobustModel"]
 
-REDUCTIONS = ("mean", "sum")
+REDUCTIONS = settings_lib.REDUCTIONS
 
 
 def _multi_worker(strategy):
@@ -83,28 +86,18 @@ class RobustModel(keras.Model):
       objective: a registered objective name (`objectives.names()`) or an `objectives.Objective` row.
       weights: dict regularizer name → initial weight λ ≥ 0 (e.g. {"cacr": 0.1, "wacr": 0.1}); missing
         names keep the row default. Each weight lives in a non-trainable variable
-        (`regularizer_weights`), so callbacks and tuners can change it without retracing.
-      epsilon, step_size, attack_steps: inner ℓ∞ PGD radius, step and number of steps.
-      random_start: start the inner attack from the row's random point (False: from x).
-      ig_steps: outer IG points m; inner_ig_steps: inner IG points m′.
-      ig_method: quadrature rule of every IG in the objective (reference: "riemann_right").
-      surrogate_beta: β of the softplus surrogate (`models.softplus_surrogate`) through which the inner
-        attack (and ART's gradients) differentiate; 0 disables it. The RAR/Sarkar rows default to no
-        surrogate, like the reference training code: the inner IG-norm gradient of a ReLU network is not
-        zero, because the softmax of the loss and the (x′ − x) factor are smooth in x′.
-      loss_reduction: "mean" (Σ/global batch, `tf.nn.compute_average_loss`) or "sum" (the reference code's
-        batch sum; compile the task loss with `reduction="sum"` too).
-      ig_batch_size: at most this many path points per forward pass (None: all at once).
-      seed: the inner attack's random start at step t uses the stateless seed (seed, t), t =
-        `optimizer.iterations`, so a resumed run repeats the uninterrupted one.
-      inner_weight: weight of the inner attack's attribution term (IG-SUM-NORM: the live `ig_norm` weight;
-        Sarkar 2021: 0.1).
-      top_k: size of ART's inner top-k mask (default min(1000, H·W·C)).
-      **kwargs: forwarded to `keras.Model` (e.g. `name`).
+        (`regularizer_weights`), so callbacks and tuners can change it without retracing; an inner-attack
+        term that shares a weight (IG-SUM-NORM) reads the same variable.
+      **overrides: fields of `RobustSettings` replacing the row's defaults (`None`: the default):
+        `epsilon`, `step_size`, `attack_steps`, `random_start`, `ig_steps`, `inner_ig_steps`, `ig_method`,
+        `ig_batch_size`, `inner_weight`, `surrogate_beta`, `top_k`, `loss_reduction`, `seed` (see
+        `settings.RobustSettings` for their meaning). Any other keyword goes to `keras.Model` (e.g. `name`).
 
-    `None` means the objective row's default (objectives.py). Every term is logged as a metric:
-    `loss` (total), `ce` (the compiled task loss) and one per regularizer (its unweighted batch mean);
-    compiled metrics see the task input (x′ for `madry`, `ig_sum_norm`, `art`, `sarkar2021`).
+    The resolved settings are `settings`. The inner attack reads ε and its step size from two non-trainable
+    variables (`epsilon_variable`, `step_size_variable`), so `schedules.EpsilonSchedule` can ramp them
+    without retracing; they are not saved state (`get_config` keeps the target values). Every term is logged
+    as a metric: `loss` (total), `ce` (the compiled task loss) and one per regularizer (its unweighted batch
+    mean); compiled metrics see the task input (x′ for `madry`, `ig_sum_norm`, `art`, `sarkar2021`).
     `compile()` is Keras' own: pass `jit_compile=False` explicitly (XLA is about 2× slower on CPU and fails
     under MirroredStrategy on logical CPUs, stack.md §5; Keras' "auto" turns it on for single GPUs).
 
@@ -116,66 +109,34 @@ class RobustModel(keras.Model):
     Reference: the objectives of method.md §7 (Madry 2018, TRADES 2019, RAR 2019, ART 2020, Sarkar 2021).
     """
 
-    def __init__(self, model, objective="sarkar2021", *, weights=None, epsilon=None, step_size=None,
-                 attack_steps=None, random_start=True, ig_steps=None, inner_ig_steps=None,
-                 ig_method="riemann_right", surrogate_beta=None, loss_reduction="mean", ig_batch_size=None,
-                 seed=0, inner_weight=None, top_k=None, **kwargs):
+    def __init__(self, model, objective="sarkar2021", *, weights=None, **overrides):
+        names = settings_lib.names()
+        for key in [k for k in overrides if k not in names]:
+            # a near miss of a setting name is a typo, not a keras.Model argument
+            if difflib.get_close_matches(key, names, n=1):
+                _checks.did_you_mean("RobustModel setting", key, names)
+        kwargs = {k: overrides.pop(k) for k in list(overrides) if k not in names}
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise ValueError(f"`model` must be a keras.Model. Received: model={type(model).__name__}.")
         row = objectives.get(objective)
         input_shape = _input_shape(model)
         num_classes = _num_classes(model, input_shape)
-        if loss_reduction not in REDUCTIONS:
-            _checks.did_you_mean("loss_reduction", loss_reduction, REDUCTIONS)
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}.")
         weights = dict(weights or {})
         for name in weights:
             if name not in row.regularizers:
                 options = row.regularizers or ("(none: this objective has no regularizer)",)
                 _checks.did_you_mean(f"weight name for objective {row.name!r}:", name, options)
-
-        def pick(value, default):
-            return default if value is None else value
-
-        self.model = model
-        self.objective = row
-        self.loss_reduction = loss_reduction
-        self.seed = int(seed)
-        self._robust_settings = dict(
-            epsilon=_checks.check_nonnegative(pick(epsilon, row.epsilon), "epsilon",
-                                              strict=row.has_inner_attack),
-            step_size=_checks.check_nonnegative(pick(step_size, row.step_size), "step_size",
-                                                strict=row.has_inner_attack),
-            attack_steps=_checks.check_positive_int(pick(attack_steps, row.attack_steps), "attack_steps",
-                                                    minimum=0),
-            random_start=bool(random_start),
-            ig_steps=_checks.check_positive_int(pick(ig_steps, row.ig_steps), "ig_steps"),
-            inner_ig_steps=_checks.check_positive_int(pick(inner_ig_steps, row.inner_ig_steps),
-                                                      "inner_ig_steps"),
-            ig_method=ig_method,
-            surrogate_beta=(None if pick(surrogate_beta, row.surrogate_beta) in (None, 0, False)
-                            else _checks.check_nonnegative(pick(surrogate_beta, row.surrogate_beta),
-                                                           "surrogate_beta", strict=True)),
-            ig_batch_size=(None if ig_batch_size is None
-                           else _checks.check_positive_int(ig_batch_size, "ig_batch_size")),
-            inner_weight=(None if pick(inner_weight, row.inner_weight) is None
-                          else _checks.check_nonnegative(pick(inner_weight, row.inner_weight),
-                                                         "inner_weight")),
-            top_k=None if pick(top_k, row.top_k) is None else _checks.check_positive_int(
-                pick(top_k, row.top_k), "top_k"),
-        )
-        s = self._robust_settings
-        attributions.quadrature(ig_method, s["ig_steps"])  # a did-you-mean error for an unknown rule
+        s = row.resolve(**overrides)
         initial = {name: _checks.check_nonnegative(weights.get(name, row.weights[name]), f"weights[{name!r}]")
                    for name in row.regularizers}
 
-        # regularizers, their weights (non-trainable variables) and their trackers, in row order
-        self._robust_regularizers = {
-            name: regularizers_lib.build(name, steps=s["ig_steps"], method=s["ig_method"],
-                                         batch_size=s["ig_batch_size"], weight=initial[name])
-            for name in row.regularizers}
+        self.model = model
+        self.objective = row
+        self._robust_settings = s
+        # penalties, their weights (non-trainable variables) and their trackers, in row order
+        self._robust_regularizers = {name: penalties_lib.get(name).from_settings(s, name=name)
+                                     for name in row.regularizers}
         self.regularizer_weights = {
             name: self.add_weight(shape=(), initializer=keras.initializers.Constant(initial[name]),
                                   trainable=False, name=f"{name}_weight")
@@ -184,26 +145,21 @@ class RobustModel(keras.Model):
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in row.regularizers}
 
         self._robust_attack = None
-        self._robust_tied = {}
+        self._robust_attack_variables = _Untracked({})
         if row.has_inner_attack:
-            inner_terms = {}
-            for term, weight in row.inner.items():
-                if isinstance(weight, str):  # shares a regularizer weight, read from its variable
-                    self._robust_tied[term] = weight
-                    weight = initial[weight]
-                if term != "cross_entropy" and s["inner_weight"] is not None and len(row.inner) > 1:
-                    self._robust_tied.pop(term, None)
-                    weight = s["inner_weight"]
-                inner_terms[term] = weight
-            self._robust_attack = InnerAttack(
-                inner_terms, epsilon=s["epsilon"], step_size=s["step_size"], steps=s["attack_steps"],
-                start=row.start if s["random_start"] else "none", ig_steps=s["inner_ig_steps"],
-                ig_method=s["ig_method"], ig_batch_size=s["ig_batch_size"], top_k=s["top_k"])
+            # float64, so the ε and a of float32 and float64 steps are the nearest values of their dtype
+            variables = {name: tf.Variable(getattr(s, name), trainable=False, dtype=tf.float64, name=name)
+                         for name in ("epsilon", "step_size")}
+            self._robust_attack_variables = _Untracked(variables)
+            # a term weight naming a regularizer is that regularizer's variable: one λ, read in both places
+            terms = {term: self.regularizer_weights[w] if isinstance(w, str) else w
+                     for term, w in row.inner_weights(s).items()}
+            self._robust_attack = InnerAttack.from_settings(terms, s, start=row.start, **variables)
 
         surrogate = None
-        if s["surrogate_beta"] is not None:
+        if s.surrogate_beta:
             try:
-                surrogate = softplus_surrogate(model, s["surrogate_beta"])
+                surrogate = softplus_surrogate(model, s.surrogate_beta)
             except ValueError as e:
                 raise ValueError(
                     f"{e} Or pass surrogate_beta=0 to differentiate through the network itself.") from None
@@ -211,6 +167,29 @@ class RobustModel(keras.Model):
         self._robust_num_classes = num_classes
         self._robust_input_shape = input_shape
         self.build(input_shape)
+
+    @property
+    def settings(self):
+        """The resolved `RobustSettings` (the row's defaults with this model's overrides)."""
+        return self._robust_settings
+
+    @property
+    def loss_reduction(self):
+        return self.settings.loss_reduction
+
+    @property
+    def seed(self):
+        return self.settings.seed
+
+    @property
+    def epsilon_variable(self):
+        """The inner attack's ε (a non-trainable float64 variable), or None without an inner attack."""
+        return self._robust_attack_variables.value.get("epsilon")
+
+    @property
+    def step_size_variable(self):
+        """The inner attack's step size (a non-trainable float64 variable), or None without an inner attack."""
+        return self._robust_attack_variables.value.get("step_size")
 
     # -- Keras plumbing -------------------------------------------------------------------------------
 
@@ -264,8 +243,7 @@ class RobustModel(keras.Model):
         x, labels = self._robust_check_batch(x, y)
         x_task, _, penalties = self.objective.terms(
             self.model, x, labels, attack=self._robust_attack, regularizers=self._robust_regularizers,
-            surrogate=self.surrogate, seed=self._robust_seed(),
-            inner_weights={t: self.regularizer_weights[r] for t, r in self._robust_tied.items()})
+            surrogate=self.surrogate, seed=self._robust_seed())
         y_pred = self.model(x_task, training=training)
         task_loss = self.compute_loss(x=x_task, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                       training=training)
@@ -388,7 +366,6 @@ class RobustModel(keras.Model):
     # -- serialization --------------------------------------------------------------------------------
 
     def get_config(self):
-        s = self._robust_settings
         name = self.objective.name
         if objectives.OBJECTIVES.get(name) is not self.objective:
             raise ValueError(
@@ -402,19 +379,7 @@ class RobustModel(keras.Model):
             # the shortest decimal that round-trips each variable's value (0.3, not 0.30000001192092896)
             "weights": {k: float(str(keras.ops.convert_to_numpy(v)))
                         for k, v in self.regularizer_weights.items()},
-            "epsilon": s["epsilon"],
-            "step_size": s["step_size"],
-            "attack_steps": s["attack_steps"],
-            "random_start": s["random_start"],
-            "ig_steps": s["ig_steps"],
-            "inner_ig_steps": s["inner_ig_steps"],
-            "ig_method": s["ig_method"],
-            "surrogate_beta": 0.0 if s["surrogate_beta"] is None else s["surrogate_beta"],
-            "loss_reduction": self.loss_reduction,
-            "ig_batch_size": s["ig_batch_size"],
-            "seed": self.seed,
-            "inner_weight": s["inner_weight"],
-            "top_k": s["top_k"],
+            **self.settings.asdict(),  # the target ε and step size, whatever a schedule set the variables to
         }
 
     @classmethod

@@ -13,13 +13,13 @@ PACKAGE = pathlib.Path(attr_robust_tf.__file__).parent
 
 # Layers of style.md §2: a module may import only from strictly lower layers (or its own subpackage).
 LAYERS = {
-    "errors": 0, "version": 0, "_checks": 0, "_files": 0, "surrogate": 0, "distribute": 0,
+    "errors": 0, "version": 0, "_checks": 0, "_files": 0, "_tensors": 0, "surrogate": 0, "distribute": 0,
     "scores": 1, "data": 1, "metrics": 1, "models": 1,
     "attributions": 2,
-    "attacks.pgd": 3, "regularizers": 3,
+    "attacks.pgd": 3, "settings": 3, "terms": 3, "penalties": 4, "regularizers": 5,
     "attacks.inner": 4, "attacks.attribution": 4,
     "attacks": 5, "objectives": 6, "protocols": 6,
-    "robust_model": 7, "evaluation": 7,
+    "robust_model": 7, "evaluation": 7, "schedules": 8,
     "evaluation_report": 8, "tensorboard": 8, "export": 8,
     "config_utils": 9, "early_stopping": 9.5, "tuning": 10, "experiment": 10, "configs": 10, "pareto": 10,
     "reproduction": 11,

@@ -1,13 +1,13 @@
 """The training-time inner maximisation x′ = argmax_{‖x′−x‖∞≤ε} J(x′) of the robust objectives (method.md §7).
 
-J is a weighted sum of named per-example terms (method.md §7.9):
+J is a weighted sum of named per-example terms, each a function of `attr_robust_tf.terms` (method.md §7.9):
 
 | term | J_t(x′) |
 |---|---|
-| `cross_entropy` | CE(f(x′), y) (Madry; the first part of IG-SUM-NORM and Sarkar's inner objective) |
-| `ig_norm` | ‖IG^ℓ_{m′}(x, x′)‖₁ with m′ = `ig_steps` right-Riemann points ("IG approx", RAR `ar_approx`) |
-| `trades_kl` | KL(p(x) ‖ p(x′)), p(x) fixed (TRADES) |
-| `art` | softplus(d_p − d_n), the top-k alignment triplet of ART (method.md §7.7) |
+| `cross_entropy` | `terms.cross_entropy`: CE(f(x′), y) (Madry; the first part of IG-SUM-NORM and Sarkar's) |
+| `ig_norm` | `terms.ig_norm`: ‖IG^ℓ_{m′}(x, x′)‖₁, m′ = `ig_steps` points ("IG approx", RAR `ar_approx`) |
+| `trades_kl` | `terms.trades_kl`: KL(p(x) ‖ p(x′)), p(x) fixed (TRADES) |
+| `art` | `terms.art_margin`: softplus(d_p − d_n) on the fixed top-k mask of ART (method.md §7.7) |
 
 The ascent is ℓ∞ PGD with sign steps (`attacks.pgd.pgd_loop`, a static Python loop), run in inference mode.
 All randomness is stateless: the start is drawn from the seed passed in (RobustModel passes
@@ -18,58 +18,50 @@ its draws differently, so a `jit_compile=True` run has other (equally seeded) ra
 import keras
 import tensorflow as tf
 
-from attr_robust_tf import _checks, attributions, scores
+from attr_robust_tf import _checks, _tensors, attributions, terms
 from attr_robust_tf.attacks.pgd import pgd_loop, project
 
 __all__ = ["InnerAttack", "TERMS", "STARTS"]
 
 STARTS = ("uniform", "normal", "none")
 
-
-def _flat(t):
-    # (N, H, W, C) -> (N, H·W·C)
-    return tf.reshape(t, [tf.shape(t)[0], -1])
-
-
-def _cosine(u, v, eps=1e-8):
-    # row-wise cosine of (N, D) tensors; eps keeps the value and its gradient finite at 0
-    uv = tf.reduce_sum(u * v, axis=-1)
-    return uv / tf.sqrt(tf.reduce_sum(u * u, -1) * tf.reduce_sum(v * v, -1) + tf.cast(eps, u.dtype) ** 2)
-
-
-def _cross_entropy(attack, model, adv, images, labels, context):
-    return scores.cross_entropy(model(adv, training=False), labels)
-
-
-def _ig_norm(attack, model, adv, images, labels, context):
-    ig = attributions.integrated_gradients(
-        model, adv, labels, baseline=images, steps=attack.ig_steps, method=attack.ig_method,
-        score="cross_entropy", batch_size=attack.ig_batch_size)
-    return tf.reduce_sum(tf.abs(_flat(ig)), axis=-1)
-
-
-def _trades_kl(attack, model, adv, images, labels, context):
-    log_p = context["trades_log_p"]  # log p(x), computed once, a constant for the ascent
-    log_q = tf.nn.log_softmax(model(adv, training=False), axis=-1)
-    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
-
-
-def _art(attack, model, adv, images, labels, context):
-    mask = context["art_mask"]  # (N, D) 0/1: the top-k entries of |∇f_y| at the start, held fixed
-    g1 = _flat(attributions.saliency(model, adv, labels, score="logit"))
-    g2 = _flat(attributions.saliency(model, adv, labels, score="strongest_other_logit"))
-    xk = _flat(adv) * mask
-    d_p = 1.0 - _cosine(xk, g1 * mask)
-    d_n = 1.0 - _cosine(xk, g2 * mask)
-    return tf.math.softplus(d_p - d_n)
-
-
+# term name → J_t(attack, model, adv, images, labels, context), each a function of `terms` with the attack's
+# settings and the quantities fixed for the ascent (`InnerAttack._context`)
 TERMS = {
-    "cross_entropy": _cross_entropy,
-    "ig_norm": _ig_norm,
-    "trades_kl": _trades_kl,
-    "art": _art,
+    "cross_entropy": lambda attack, model, adv, images, labels, context: terms.cross_entropy(
+        model, images, adv, labels),
+    "ig_norm": lambda attack, model, adv, images, labels, context: terms.ig_norm(
+        model, images, adv, labels, steps=attack.ig_steps, method=attack.ig_method,
+        batch_size=attack.ig_batch_size),
+    "trades_kl": lambda attack, model, adv, images, labels, context: terms.trades_kl(
+        model, images, adv, labels, clean_logits=context["clean_logits"]),
+    "art": lambda attack, model, adv, images, labels, context: terms.art_margin(
+        model, images, adv, labels, mask=context["art_mask"]),
 }
+
+# the `RobustSettings` fields each term reads (besides the attack's own, `InnerAttack.uses`)
+TERM_USES = {
+    "cross_entropy": (),
+    "ig_norm": ("inner_ig_steps", "ig_method", "ig_batch_size"),
+    "trades_kl": (),
+    "art": ("top_k",),
+}
+
+
+def _is_variable(value):
+    return isinstance(value, (tf.Variable, keras.Variable))
+
+
+def _value(value, dtype):
+    """A number as is; a variable read and cast to `dtype` (read inside a traced step: no retracing)."""
+    return tf.cast(value, dtype) if _is_variable(value) else value
+
+
+def _shortest(value):
+    """A float, or a variable's value as the shortest decimal that round-trips it (0.3, not 0.30000001…)."""
+    if _is_variable(value):
+        return float(str(value.numpy()))
+    return value
 
 
 def _replica_noise(sample, shape, seed):
@@ -93,9 +85,11 @@ class InnerAttack:
     """ℓ∞ PGD on a weighted sum of inner terms; the result is a constant for the parameter update.
 
     Args:
-      objectives: dict term → weight, terms from `TERMS`, e.g. {"cross_entropy": 1.0, "ig_norm": 0.1}.
-      epsilon: ℓ∞ radius ε > 0 (pixel units of [0, 1]).
-      step_size: sign-step size a > 0.
+      objectives: dict term → weight, terms from `TERMS`, e.g. {"cross_entropy": 1.0, "ig_norm": 0.1}. A weight
+        may be a scalar variable (e.g. a regularizer weight of `RobustModel` that the term shares): it is read at
+        every call, so changing it needs no retracing.
+      epsilon: ℓ∞ radius ε > 0 (pixel units of [0, 1]); a scalar variable is read at every call (ε warm-up).
+      step_size: sign-step size a > 0; a number or a scalar variable, like `epsilon`.
       steps: number of ascent steps K ≥ 0.
       start: "uniform" (x + U(−ε, ε), clipped: Madry/RAR/Sarkar/ART), "normal" (x + `noise_scale`·N(0, I),
         not clipped before step 1: TRADES) or "none" (start at x).
@@ -116,6 +110,9 @@ class InnerAttack:
     Zhang et al. 2019 (TRADES) Alg. 1; Singh et al. 2020 (ART) `saliency_pgd.py`; Sarkar et al. 2021 §4.
     """
 
+    # the `RobustSettings` fields `from_settings` and `RobustModel` read for any inner attack
+    uses = ("epsilon", "step_size", "attack_steps", "random_start", "surrogate_beta", "seed")
+
     def __init__(self, objectives, *, epsilon, step_size, steps, start="uniform", ig_steps=10,
                  ig_method="riemann_right", ig_batch_size=None, top_k=None, noise_scale=0.001,
                  clip=(0.0, 1.0)):
@@ -126,9 +123,10 @@ class InnerAttack:
         self.objectives = {}
         for term, weight in objectives.items():
             _checks.lookup("inner-attack term", term, TERMS)
-            self.objectives[term] = _checks.check_nonnegative(weight, f"objectives[{term!r}]")
-        self.epsilon = _checks.check_nonnegative(epsilon, "epsilon", strict=True)
-        self.step_size = _checks.check_nonnegative(step_size, "step_size", strict=True)
+            checked = _checks.check_nonnegative(_shortest(weight), f"objectives[{term!r}]")
+            self.objectives[term] = weight if _is_variable(weight) else checked
+        self._epsilon = self._scalar(epsilon, "epsilon")  # a number or a variable, read by `_value`
+        self._step_size = self._scalar(step_size, "step_size")
         self.steps = _checks.check_positive_int(steps, "steps", minimum=0)
         if start not in STARTS:
             _checks.did_you_mean("start", start, STARTS)
@@ -145,6 +143,32 @@ class InnerAttack:
                 f"`clip` must be a pair (lo, hi) with lo < hi, or None. Received: clip={clip!r}.")
         self.clip = None if clip is None else (float(clip[0]), float(clip[1]))
 
+    @property
+    def epsilon(self):
+        """ε as a float (a variable's current value)."""
+        return _shortest(self._epsilon)
+
+    @property
+    def step_size(self):
+        """The step size as a float (a variable's current value)."""
+        return _shortest(self._step_size)
+
+    @staticmethod
+    def _scalar(value, name):
+        checked = _checks.check_nonnegative(_shortest(value), name, strict=True)
+        return value if _is_variable(value) else checked
+
+    @classmethod
+    def from_settings(cls, objectives, settings, *, start, epsilon=None, step_size=None):
+        """The attack of a `RobustSettings` with term weights `objectives` and the row's random `start`.
+
+        `epsilon`, `step_size`: variables holding ε and a (None: the settings' numbers).
+        """
+        return cls(objectives, epsilon=settings.epsilon if epsilon is None else epsilon,
+                   step_size=settings.step_size if step_size is None else step_size, steps=settings.attack_steps,
+                   start=start if settings.random_start else "none", ig_steps=settings.inner_ig_steps,
+                   ig_method=settings.ig_method, ig_batch_size=settings.ig_batch_size, top_k=settings.top_k)
+
     def start(self, images, seed=None):
         """The random start x′₀ for `images`, drawn from the stateless `seed` (shape (2,)) if given."""
         shape = tf.shape(images)
@@ -156,7 +180,8 @@ class InnerAttack:
                     return tf.random.uniform(s, -1.0, 1.0, dtype=images.dtype)
                 return tf.random.stateless_uniform(s, sd, -1.0, 1.0, dtype=images.dtype, alg="philox")
             noise = _replica_noise(sample, shape, seed)
-            return project(images + self.epsilon * noise, images, self.epsilon, self.clip)
+            epsilon = _value(self._epsilon, images.dtype)
+            return project(images + epsilon * noise, images, epsilon, self.clip)
 
         def sample(s, sd):
             if sd is None:
@@ -169,19 +194,13 @@ class InnerAttack:
         """Quantities fixed for the whole ascent (TRADES p(x), ART's top-k mask)."""
         context = {}
         if "trades_kl" in self.objectives:
-            context["trades_log_p"] = tf.stop_gradient(
-                tf.nn.log_softmax(model(images, training=False), axis=-1))
+            context["clean_logits"] = tf.stop_gradient(model(images, training=False))
         if "art" in self.objectives:
             # K from |∇f_y| of the original (ReLU) network at the start point (method.md §7.7, step 2)
-            g = tf.abs(_flat(attributions.saliency(reference, start, labels, score="logit")))
+            g = tf.abs(_tensors.flat(attributions.saliency(reference, start, labels, score="logit")))
             d = g.shape[-1]
             k = min(self.top_k or 1000, d) if d is not None else (self.top_k or 1000)
-            _, idx = tf.math.top_k(g, k=k)
-            # scatter 1s at the (row, index) pairs: O(N·D) memory, not the O(N·k·D) of a one-hot sum
-            rows = tf.broadcast_to(tf.range(tf.shape(idx)[0])[:, None], tf.shape(idx))  # (N, k)
-            mask = tf.scatter_nd(tf.stack([rows, idx], axis=-1), tf.ones(tf.shape(idx), images.dtype),
-                                 tf.shape(g))  # (N, D)
-            context["art_mask"] = tf.stop_gradient(mask)
+            context["art_mask"] = tf.stop_gradient(_tensors.top_k_mask(g, k))  # (N, D)
         return context
 
     def objective(self, model, adv, images, labels, *, context=None, weights=None):
@@ -202,25 +221,26 @@ class InnerAttack:
           seed: a stateless seed, shape (2,) (None: unseeded random start).
           surrogate: smooth copy of `model` sharing its weights; if given, the ascent's gradients (including
             the input second derivatives of the `ig_norm`/`art` terms) go through it.
-          weights: optional dict term → scalar tensor overriding `objectives` weights (e.g. a weight shared
-            with a scheduled regularizer).
+          weights: optional dict term → scalar tensor overriding `objectives` weights.
         """
         images = tf.convert_to_tensor(images)
         labels = tf.cast(labels, tf.int32)
+        epsilon = _value(self._epsilon, images.dtype)
         x0 = self.start(images, seed)
         if self.steps == 0:
-            return tf.stop_gradient(project(x0, images, self.epsilon, self.clip))
+            return tf.stop_gradient(project(x0, images, epsilon, self.clip))
         ascent_model = model if surrogate is None else surrogate
         context = self._context(ascent_model, model, images, labels, x0)
 
         def objective(m, adv, x, y):
             return self.objective(m, adv, x, y, context=context, weights=weights)
 
-        return pgd_loop(ascent_model, objective, images, labels, x0, epsilon=self.epsilon,
-                        step_size=self.step_size, steps=self.steps, clip=self.clip)
+        return pgd_loop(ascent_model, objective, images, labels, x0, epsilon=epsilon,
+                        step_size=_value(self._step_size, images.dtype), steps=self.steps, clip=self.clip)
 
     def get_config(self):
-        return {"objectives": dict(self.objectives), "epsilon": self.epsilon, "step_size": self.step_size,
+        return {"objectives": {t: _shortest(w) for t, w in self.objectives.items()},
+                "epsilon": self.epsilon, "step_size": self.step_size,
                 "steps": self.steps, "start": self.start_kind, "ig_steps": self.ig_steps,
                 "ig_method": self.ig_method, "ig_batch_size": self.ig_batch_size, "top_k": self.top_k,
                 "noise_scale": self.noise_scale, "clip": self.clip}
