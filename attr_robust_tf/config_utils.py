@@ -19,6 +19,7 @@ import ml_collections
 import tensorflow as tf
 
 from attr_robust_tf import _checks
+from attr_robust_tf import settings as settings_lib
 from attr_robust_tf._files import write_atomic  # noqa: F401  (the one atomic-write helper)
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -26,8 +27,9 @@ OPTIMIZERS = ("adam", "sgd", "momentum")  # "momentum": SGD with momentum, the R
 LOSS_REDUCTIONS = ("mean", "sum")
 SYNTHETIC = "synthetic"  # data.synthetic(...): random 8×8 images for tests and CI
 # The `robust` keys that are `RobustModel` settings (its keyword arguments, one each).
-ROBUST_FIELDS = ("loss_reduction", "weights", "epsilon", "step_size", "attack_steps", "random_start", "ig_steps",
-                 "inner_ig_steps", "ig_method", "ig_batch_size", "inner_weight", "surrogate_beta", "top_k")
+# the `robust` block: the objective's weights and every `RobustSettings` field (the seed is the top-level `seed`)
+ROBUST_FIELDS = ("loss_reduction", "weights") + tuple(
+    name for name in settings_lib.names() if name not in ("loss_reduction", "seed"))
 # Keys whose off value leaves a run unchanged: `to_json` leaves them out at that value and `from_json` puts
 # them back, so a config.json written before the key existed still names the same run (resume, reuse).
 OPTIONAL = {"robust.epsilon_warmup_epochs": 0, "train.influence_every": 0}
@@ -249,36 +251,15 @@ def _choice(config, path, options, kind):
 
 
 def robust_keys(objective):
-    """The `robust` keys that objective `objective` uses, in config order (docs/method.md §7.9).
-
-    Every objective has `objective` and `loss_reduction`; rows with regularizers add `weights`; an inner attack
-    adds the PGD knobs and the surrogate β (0: none); IG-based terms add their point counts and rule; an
-    untied inner attribution term (Sarkar 2021) adds `inner_weight`; ART adds its mask size `top_k`; an inner
-    attack ends with `epsilon_warmup_epochs` (0: constant ε; n > 0: ε grows linearly over the first n epochs).
-    """
-    from attr_robust_tf import objectives, regularizers
+    """The `robust` keys that objective `objective` uses (docs/method.md §7.9): `objective`, `weights` when the
+    row has regularizers, the `RobustSettings` fields the row reads (`Objective.uses`; the seed is the config's
+    top-level `seed`), and for an inner attack `epsilon_warmup_epochs` (0: constant ε; n > 0: ε grows linearly
+    over the first n epochs)."""
+    from attr_robust_tf import objectives
 
     row = objectives.get(objective)
-    keys = ["objective", "loss_reduction"]
-    if row.regularizers:
-        keys.append("weights")
-    if row.has_inner_attack:
-        keys += ["epsilon", "step_size", "attack_steps", "random_start"]
-    outer_ig = any("steps" in inspect.signature(regularizers.get(name).__init__).parameters
-                   for name in row.regularizers)
-    inner_ig = "ig_norm" in row.inner
-    if outer_ig:
-        keys.append("ig_steps")
-    if inner_ig:
-        keys.append("inner_ig_steps")
-    if outer_ig or inner_ig:
-        keys += ["ig_method", "ig_batch_size"]
-    if inner_ig and len(row.inner) > 1 and not isinstance(row.inner["ig_norm"], str):
-        keys.append("inner_weight")  # IG-SUM-NORM ties its inner weight to the regularizer's instead
-    if row.has_inner_attack:
-        keys.append("surrogate_beta")
-    if "art" in row.inner:
-        keys.append("top_k")
+    keys = ["objective", "loss_reduction"] + (["weights"] if row.regularizers else [])
+    keys += [name for name in row.uses if name not in ("loss_reduction", "seed")]
     if row.has_inner_attack:
         keys.append("epsilon_warmup_epochs")
     return tuple(keys)
