@@ -97,6 +97,9 @@ OBJECTIVES = {
         weights=dict(cacr=0.1, wacr=0.1),  # one λ = 0.1 for both in the released code
         ig_steps=20, inner_ig_steps=5,  # m = 20; inner k ∈ {4, 8, ..., 20}: 5 points
         inner_weight=0.1),  # inner IG-SUM-NORM objective CE + 0.1·‖IG‖₁
+    # IGR (Wang & Kong 2022): 1 − cos(IG(x), IG(x′)) with λ = 1; the inner attack is IG-SUM-NORM's with the
+    # dataset's β (`inner_weight` from DATASETS); RAR point counts and PGD (docs/igr.md) [ours]
+    "igr": dict(loss_reduction="sum", weights=dict(igr=1.0)),
 }
 
 # Sarkar et al. released Flower settings only (method.md §7.8); other datasets use their RAR rows [ours].
@@ -204,7 +207,7 @@ def _robust(dataset, objective):
         inner_ig_steps=obj.get("inner_ig_steps", ds["inner_ig_steps"]),
         ig_method="riemann_right",  # every reference loss uses right Riemann sums (method.md §2.2)
         ig_batch_size=placeholder(int),  # None: all path points in one pass
-        inner_weight=obj.get("inner_weight"),
+        inner_weight=ds["ig_sum_norm"] if objective == "igr" else obj.get("inner_weight"),
         surrogate_beta=obj.get("surrogate_beta", 0.0),  # 0: no surrogate, as the RAR/Sarkar training code
         top_k=ds["art_top_k"],
     )
