@@ -73,3 +73,5 @@ class IGRCosine(regularizers._IGRegularizer):
     def get_config(self):
         return {**super().get_config(), "score": self.score}
 
+
+regularizers.REGULARIZERS["igr"] = IGRCosine  # the registry row of the penalty (objectives.py imports this module)

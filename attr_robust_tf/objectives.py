@@ -204,6 +204,8 @@ register(Objective(
     inner_ig_steps=5,  # k ∈ {4, 8, 12, 16, 20} of m = 20
     reference="Sarkar et al. 2021 (arXiv 2012.14395), `Flower/model.py`, `train_our.py`; method.md §7.8.",
 ))
+from attr_robust_tf import igr as _igr  # noqa: E402,F401  registers the `igr` regularizer (layer 4)
+
 register(Objective(
     "igr",
     task_input="adv",  # as IG-SUM-NORM, whose inner attack the row uses [ours, docs/igr.md]

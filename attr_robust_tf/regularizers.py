@@ -291,6 +291,3 @@ def build(name, **settings):
     cls = get(name)
     params = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in settings.items() if k in params and v is not None}, name=name)
-
-from attr_robust_tf.igr import IGRCosine as _IGRCosine  # noqa: E402  IGR penalty (docs/igr.md)
-REGULARIZERS["igr"] = _IGRCosine

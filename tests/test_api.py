@@ -17,7 +17,7 @@ LAYERS = {
     "scores": 1, "data": 1, "metrics": 1, "models": 1,
     "attributions": 2,
     "attacks.pgd": 3, "regularizers": 3,
-    "attacks.inner": 4, "attacks.attribution": 4,
+    "attacks.inner": 4, "attacks.attribution": 4, "igr": 4,
     "attacks": 5, "objectives": 6, "protocols": 6,
     "robust_model": 7, "evaluation": 7,
     "evaluation_report": 8, "tensorboard": 8, "export": 8,
