@@ -19,9 +19,10 @@ CE + β‖IG^ℓ(x, x′)‖₁ of RAR, `objectives` row `igr`), the task input 
 import keras
 import tensorflow as tf
 
-from attr_robust_tf import regularizers, scores
+from attr_robust_tf import attributions, regularizers, scores
+import attr_robust_tf.attacks.inner as inner
 
-__all__ = ["IGRCosine", "igr_penalty"]
+__all__ = ["IGRCosine", "igr_penalty", "inner_term"]
 
 
 def igr_penalty(ig_clean, ig_adv):
@@ -74,4 +75,20 @@ class IGRCosine(regularizers._IGRegularizer):
         return {**super().get_config(), "score": self.score}
 
 
+def inner_term(attack, model, adv, images, labels, context):
+    """Inner-attack term J(x′) = 1 − cos(IG(x), IG(x′)): the ascent that maximises the IGR penalty itself.
+
+    Zero baseline, true-class logit, m′ = `attack.ig_steps` points of `attack.ig_method` (IG(x) does not depend
+    on x′, so only the x′ map is differentiated). Not used by the `igr` row (docs/igr.md: the paper's inner
+    objective could not be established); available to custom rows as inner term "igr".
+    """
+    both = tf.concat([images, adv], axis=0)
+    ig = attributions.integrated_gradients(
+        model, both, tf.concat([labels, labels], axis=0), steps=attack.ig_steps, method=attack.ig_method,
+        score="logit", batch_size=attack.ig_batch_size)
+    n = tf.shape(images)[0]
+    return igr_penalty(tf.stop_gradient(ig[:n]), ig[n:])
+
+
 regularizers.REGULARIZERS["igr"] = IGRCosine  # the registry row of the penalty (objectives.py imports this module)
+inner.TERMS["igr"] = inner_term  # optional inner term for custom rows

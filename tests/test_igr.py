@@ -170,3 +170,24 @@ class ObjectiveRowTest(testing.TestCase):
         self.assertEqual(loaded.objective.name, "igr")
         self.assertAllClose(loaded.regularizer_weights["igr"], 0.7)
         self.assertAllClose(loaded.model.predict(x, verbose=0), robust.model.predict(x, verbose=0))
+
+
+class InnerTermTest(testing.TestCase):
+    def test_term_equals_the_penalty_and_the_ascent_raises_it(self):
+        from attr_robust_tf.attacks import InnerAttack
+        from attr_robust_tf.attacks import inner as inner_lib
+        self.assertIs(inner_lib.TERMS["igr"], igr.inner_term)
+        model = testing.softplus_mlp(SHAPE, hidden=6, classes=K, seed=7, dtype="float64")
+        x, y, adv = (tf.constant(v) for v in _batch(seed=8))
+        attack = InnerAttack({"igr": 1.0}, epsilon=0.2, step_size=0.05, steps=6, start="none", ig_steps=4)
+        term = attack.objective(model, adv, x, y)
+        want = igr.IGRCosine(steps=4)(model, x, y, adv_images=adv)
+        self.assertAllClose(term, want, rtol=1e-12, atol=1e-12)
+        # from x′ = x (penalty 0) six sign steps on J = 1 − cos raise the mean penalty
+        found = attack(model, x, y)
+        self.assertLessEqual(float(tf.reduce_max(tf.abs(found - x))), 0.2 + 1e-12)
+        penalty = igr.IGRCosine(steps=4)(model, x, y, adv_images=found).numpy()
+        self.assertGreater(penalty.mean(), 1e-3)
+        noise = np.clip(x.numpy() + np.random.default_rng(9).choice([-0.2, 0.2], x.shape), 0, 1)
+        random = igr.IGRCosine(steps=4)(model, x, y, adv_images=tf.constant(noise)).numpy()
+        self.assertGreater(penalty.mean(), random.mean())  # stronger than a random corner of the ball
