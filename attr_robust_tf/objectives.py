@@ -255,3 +255,12 @@ register(Objective(
     inner_ig_steps=5,  # k ∈ {4, 8, 12, 16, 20} of m = 20
     reference="Sarkar et al. 2021 (arXiv 2012.14395), `Flower/model.py`, `train_our.py`; method.md §7.8.",
 ))
+register(Objective(
+    "igr",
+    task_input="adv",  # as IG-SUM-NORM, whose inner attack the row uses [ours, docs/igr.md]
+    inner={"cross_entropy": 1.0, "ig_norm": 0.1},  # IG-SUM-NORM inner objective CE + β‖IG^ℓ(x, x′)‖₁ [ours]
+    regularizers=("igr",),
+    weights={"igr": 1.0},  # λ [ours]: the penalty 1 − cos lies in [0, 2], on the per-example scale of CE
+    reference="IGR, Wang & Kong 2022 (NeurIPS, arXiv 2205.07279), abstract: maximise cos(IG(x), IG(x′)); "
+              "inner attack, task input and λ chosen (docs/igr.md).",
+))

@@ -13,7 +13,7 @@ import keras
 from attr_robust_tf import _checks, attributions, scores, terms
 from attr_robust_tf.terms import cosine, kl_divergence, kl_uniform_softmax  # noqa: F401 (public names)
 
-__all__ = ["AttributionRegularizer", "InputGradientNorm", "IGNorm", "TradesKL", "ARTAlignment", "CACR",
+__all__ = ["AttributionRegularizer", "InputGradientNorm", "IGNorm", "TradesKL", "ARTAlignment", "CACR", "IGRCosine",
            "WACR", "kl_divergence", "kl_uniform_softmax", "cosine", "REGULARIZERS", "get", "build"]
 
 
@@ -207,6 +207,33 @@ class WACR(_IGRegularizer):
     term = staticmethod(terms.wacr)
 
 
+@keras.saving.register_keras_serializable(package="attr_robust_tf")
+class IGRCosine(_IGRegularizer):
+    """R = 1 − cos(IG_s(x), IG_s(x′)) per example (`terms.igr_cosine`), m = `steps` points, in [0, 2].
+
+    Args:
+      steps, method, batch_size: IG points, quadrature rule and path-point chunk (as the other IG penalties).
+      score: the attributed scalar of the true class (`scores.SCORES`; default "logit").
+
+    Reference: Wang & Kong 2022 (IGR, NeurIPS, arXiv 2205.07279), abstract; choices in docs/igr.md.
+    """
+
+    requires_adv = True
+    default_name = "igr"
+    term = staticmethod(terms.igr_cosine)
+
+    def __init__(self, steps=None, method="riemann_right", batch_size=None, score="logit", weight=1.0, name=None):
+        super().__init__(steps=steps, method=method, batch_size=batch_size, weight=weight, name=name)
+        scores.get(score)  # did-you-mean for an unknown score
+        self.score = score
+
+    def _settings(self):
+        return {**super()._settings(), "score": self.score}
+
+    def get_config(self):
+        return {**super().get_config(), "score": self.score}
+
+
 REGULARIZERS = {
     "input_gradient_norm": InputGradientNorm,
     "ig_norm": IGNorm,
@@ -214,6 +241,7 @@ REGULARIZERS = {
     "art": ARTAlignment,
     "cacr": CACR,
     "wacr": WACR,
+    "igr": IGRCosine,
 }
 
 

@@ -16,13 +16,14 @@ None of them reduces over the batch.
 | `cacr` | KL(U ‖ P_N) − KL(U ‖ P_T) at x′ | Sarkar et al. 2021, `Flower/model.py` |
 | `wacr` | Σ_j w_j(B, ΔA) | Sarkar et al. 2021, `Flower/model.py` |
 | `input_gradient_norm` | Σ_i |∂s(x)/∂x_i|^p | Ross & Doshi-Velez 2018 |
+| `igr_cosine` | 1 − cos(IG(x), IG(x′)) | Wang & Kong 2022 (IGR), abstract; docs/igr.md |
 """
 import tensorflow as tf
 
 from attr_robust_tf import _tensors, attributions, scores
 
 __all__ = ["cross_entropy", "ig_norm", "trades_kl", "art_margin", "art_triplet", "cacr", "wacr",
-           "input_gradient_norm", "kl_divergence", "kl_uniform_softmax", "cosine"]
+           "input_gradient_norm", "igr_cosine", "kl_divergence", "kl_uniform_softmax", "cosine"]
 
 cosine = _tensors.cosine
 
@@ -153,3 +154,19 @@ def input_gradient_norm(model, images, adv_images, labels, *, p=2, score="cross_
     del adv_images
     g = attributions.saliency(model, images, labels, score=score, training=training)
     return tf.reduce_sum(tf.abs(_tensors.flat(g)) ** p, axis=-1)
+
+
+def igr_cosine(model, images, adv_images, labels, *, steps, method="riemann_right", batch_size=None, score="logit",
+               fixed_clean=False, training=False):
+    """1 − cos(IG_s(x), IG_s(x′)) per example on the flattened maps, in [0, 2] (Wang & Kong 2022, IGR).
+
+    IG_s(z) = z ⊙ Σ_k w_k ∇s(α_k z): zero baseline, `steps` points, `score` of the true class (default the logit,
+    the map the attack and the Kendall evaluation compare). Clean and perturbed maps are one batched pass.
+    `fixed_clean`: IG(x) is a constant (the inner ascent, where only x′ moves). Only the paper's abstract was
+    available: the baseline and score are choices (docs/igr.md).
+    """
+    n = tf.shape(images)[0]
+    both = tf.concat([images, tf.cast(adv_images, images.dtype)], axis=0)  # (2N, H, W, C): clean, then perturbed
+    ig = _ig(model, both, tf.concat([labels, labels], axis=0), score, None, steps, method, batch_size, training)
+    clean = tf.stop_gradient(ig[:n]) if fixed_clean else ig[:n]
+    return 1.0 - cosine(_tensors.flat(clean), _tensors.flat(ig[n:]))

@@ -25,7 +25,7 @@ from attr_robust_tf import config_utils, data, distribute, experiment, objective
 from testing import TestCase
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OBJECTIVES = ("natural", "madry", "trades", "ig_norm", "ig_sum_norm", "art", "sarkar2021")
+OBJECTIVES = ("natural", "madry", "trades", "ig_norm", "ig_sum_norm", "art", "sarkar2021", "igr")
 # SGD: the update is lr·gradient, so a weight difference measures a gradient difference (Adam's first step
 # is lr·sign(g) and would hide it).
 STEP = {"train.optimizer": "sgd", "lr": 0.05, "data.validation_limit": 0}

@@ -273,7 +273,7 @@ class ObjectivesTest(testing.TestCase):
 
     def test_registry(self):
         self.assertEqual(objectives.names(),
-                         ["art", "ig_norm", "ig_sum_norm", "madry", "natural", "sarkar2021", "trades"])
+                         ["art", "ig_norm", "ig_sum_norm", "igr", "madry", "natural", "sarkar2021", "trades"])
         row = objectives.get("sarkar2021")
         self.assertEqual(row.regularizers, ("cacr", "wacr"))
         self.assertEqual(dict(row.weights), {"cacr": 0.1, "wacr": 0.1})

@@ -111,6 +111,8 @@ def numpy_penalty(name, net, x, y, adv, m):
             out.append(0.5 * total)
         elif name == "input_gradient_norm":
             out.append(np.sum(net.grad(xi, yi, "cross_entropy") ** 2))
+        elif name == "igr":
+            out.append(1 - _cos(net.ig(xi, yi, "logit", m), net.ig(ai, yi, "logit", m)))
     return np.array(out)
 
 
@@ -122,7 +124,7 @@ def _batch(seed=1, n=3, eps=0.2):
     return x, y, adv
 
 
-NAMES = ["ig_norm", "trades_kl", "cacr", "wacr", "art", "input_gradient_norm"]
+NAMES = ["ig_norm", "trades_kl", "cacr", "wacr", "art", "input_gradient_norm", "igr"]
 
 
 class RegularizersTest(testing.TestCase):

@@ -24,7 +24,7 @@ def define_flags():
     flags.DEFINE_string("datasets", "mnist,fashion_mnist", "Comma-separated: mnist, fashion_mnist (fmnist), gtsrb, "
                         "flower17.")
     flags.DEFINE_string("objectives", "all", "`all` or a comma-separated list of natural, madry, trades, ig_norm, "
-                        "ig_sum_norm, art, sarkar2021; an entry may add config overrides for an ablation, "
+                        "ig_sum_norm, art, sarkar2021, igr; an entry may add config overrides for an ablation, "
                         "e.g. sarkar2021@robust.weights.cacr=1+robust.weights.wacr=1.")
     flags.DEFINE_enum("scale", "cpu", ["tiny", "cpu", "medium", "reference"],
                       "tiny: synthetic 8×8 data, minutes (tests the tool); cpu: real data, about an hour on 2 "

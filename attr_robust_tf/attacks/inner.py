@@ -37,6 +37,10 @@ TERMS = {
         model, images, adv, labels, clean_logits=context["clean_logits"]),
     "art": lambda attack, model, adv, images, labels, context: terms.art_margin(
         model, images, adv, labels, mask=context["art_mask"]),
+    # IGR's penalty itself, IG(x) held fixed; not used by the `igr` row, available to custom rows (docs/igr.md)
+    "igr": lambda attack, model, adv, images, labels, context: terms.igr_cosine(
+        model, images, adv, labels, steps=attack.ig_steps, method=attack.ig_method, batch_size=attack.ig_batch_size,
+        fixed_clean=True),
 }
 
 # the `RobustSettings` fields each term reads (besides the attack's own, `InnerAttack.uses`)
@@ -45,6 +49,7 @@ TERM_USES = {
     "ig_norm": ("inner_ig_steps", "ig_method", "ig_batch_size"),
     "trades_kl": (),
     "art": ("top_k",),
+    "igr": ("inner_ig_steps", "ig_method", "ig_batch_size"),
 }
 
 

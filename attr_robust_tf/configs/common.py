@@ -99,6 +99,9 @@ OBJECTIVES = {
     # reduce_sum of CE and both regularizers; one λ = 0.1 for both; m = 20 outer and 5 inner IG points
     # (k ∈ {4, 8, ..., 20}); inner IG-SUM-NORM objective CE + 0.1·‖IG‖₁ (§7.8)
     "sarkar2021": dict(loss_reduction="sum", own=("ig_steps", "inner_ig_steps", "inner_weight")),
+    # IGR (Wang & Kong 2022): 1 − cos(IG(x), IG(x′)) with the row's λ = 1; the inner attack is IG-SUM-NORM's with
+    # the dataset's β as its IG weight; RAR point counts and PGD (docs/igr.md) [ours]
+    "igr": dict(loss_reduction="sum", inner_weight_from="ig_sum_norm"),
 }
 
 # Sarkar et al. released Flower settings only (docs/method.md §7.8); other datasets use their RAR rows [ours].
@@ -252,7 +255,8 @@ def _robust(dataset, objective):
         inner_ig_steps=setting("inner_ig_steps"),
         ig_method="riemann_right",  # every reference loss uses right Riemann sums (docs/method.md §2.2)
         ig_batch_size=placeholder(int),  # None: all path points in one pass
-        inner_weight=config_utils.row_default(objective, "inner_weight"),
+        inner_weight=(ds[OBJECTIVES[objective]["inner_weight_from"]] if "inner_weight_from" in OBJECTIVES[objective]
+                      else config_utils.row_default(objective, "inner_weight")),
         surrogate_beta=(config_utils.row_default(objective, "surrogate_beta") if "surrogate_beta" in own
                         else 0.0),  # 0: no surrogate, as the RAR/Sarkar training code
         top_k=ds["art_top_k"] or config_utils.row_default(objective, "top_k"),
