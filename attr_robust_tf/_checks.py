@@ -167,3 +167,68 @@ def built_input_shape(model):
     except (AttributeError, ValueError):
         build_shapes = getattr(model, "_build_shapes_dict", None) or {}
         return next(iter(build_shapes.values())) if len(build_shapes) == 1 else None
+
+
+DEFAULT_BOUNDS = (0.0, 1.0)
+# values this far (relative to hi − lo) outside the bounds are float noise from a pipeline, not an error
+BOUNDS_TOLERANCE = 1e-5
+
+
+def check_bounds(bounds, name="bounds"):
+    """Returns `bounds` as a pair of floats (lo, hi) with lo < hi, both finite, or raises ValueError."""
+    try:
+        lo, hi = (float(v) for v in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be a pair (lo, hi) of numbers, e.g. (0.0, 1.0) or (0, 255). Received: "
+            f"{name}={bounds!r}.") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(
+            f"`{name}` must be a pair (lo, hi) of finite numbers with lo < hi. Received: {name}={bounds!r}.")
+    return (lo, hi)
+
+
+def _bounds_message(name, bounds):
+    lo, hi = bounds
+    return (f"`{name}` must have values within bounds=({lo:g}, {hi:g}). Rescale the images (e.g. divide "
+            f"uint8 pixels by 255) or declare their range with bounds=(lo, hi); ε and step sizes are in the "
+            f"units of the bounds.")
+
+
+def images_in_bounds(images, bounds=DEFAULT_BOUNDS, name="images"):
+    """Float images checked against `bounds`: the one place where pixels enter the package.
+
+    Integer images (uint8 from `tf.io.decode_png`, say) are cast to float32 here, once; nothing downstream sees
+    an integer tensor. Values outside [lo − tol, hi + tol], tol = `BOUNDS_TOLERANCE`·(hi − lo), raise: eagerly a
+    ValueError with the received min/max; inside a traced step an InvalidArgumentError with the same text
+    and the min/max, through a data dependency (no retrace, no host sync per batch).
+    """
+    lo, hi = bounds
+    if not tf.is_tensor(images):
+        arr = np.asarray(images)
+        if arr.dtype.kind in "iu":
+            arr = arr.astype(np.float32)
+        images = tf.convert_to_tensor(arr)
+    if images.dtype.is_integer:
+        images = tf.cast(images, tf.float32)
+    if images.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"`{name}` must be float or integer pixel values. Received: {name}.dtype="
+                         f"{images.dtype.name}.")
+    tol = BOUNDS_TOLERANCE * (hi - lo)
+    if _is_eager(images):
+        values = images.numpy()
+        finite = values[np.isfinite(values)]
+        if finite.size and (finite.min() < lo - tol or finite.max() > hi + tol):
+            raise ValueError(f"{_bounds_message(name, bounds)} Received: {name} with min={finite.min():.6g}, "
+                             f"max={finite.max():.6g}.")
+        return images
+    lo_t = tf.cast(lo - tol, images.dtype)
+    hi_t = tf.cast(hi + tol, images.dtype)
+    v_min = tf.reduce_min(images)
+    v_max = tf.reduce_max(images)
+    # NaN compares False on both sides and is left to the finiteness check
+    ok = tf.logical_not(tf.logical_or(v_min < lo_t, v_max > hi_t))
+    check = tf.debugging.Assert(ok, [f"{_bounds_message(name, bounds)} Received: {name} with min, max =",
+                                     v_min, v_max])
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
