@@ -190,9 +190,9 @@ def check_bounds(bounds, name="bounds"):
 
 def _bounds_message(name, bounds):
     lo, hi = bounds
-    return (f"`{name}` must have values within bounds=({lo:g}, {hi:g}). Rescale the images (e.g. divide "
-            f"uint8 pixels by 255) or declare their range with bounds=(lo, hi); ε and step sizes are in the "
-            f"units of the bounds.")
+    return (f"`{name}` must have values in [{lo:g}, {hi:g}], the declared bounds=({lo:g}, {hi:g}). Rescale the "
+            f"images (e.g. divide uint8 pixels by 255) or declare their range with bounds=(lo, hi); ε and step "
+            f"sizes are in the units of the bounds.")
 
 
 def images_in_bounds(images, bounds=DEFAULT_BOUNDS, name="images"):

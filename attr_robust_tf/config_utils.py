@@ -29,16 +29,16 @@ SYNTHETIC = "synthetic"  # data.synthetic(...): random 8×8 images for tests and
 # The `robust` keys that are `RobustModel` settings (its keyword arguments, one each).
 # the `robust` block: the objective's weights and every `RobustSettings` field (the seed is the top-level `seed`)
 ROBUST_FIELDS = ("loss_reduction", "weights") + tuple(
-    name for name in settings_lib.names() if name not in ("loss_reduction", "seed"))
+    name for name in settings_lib.names() if name not in ("loss_reduction", "seed", "bounds"))
 # Keys whose off value leaves a run unchanged: `to_json` leaves them out at that value and `from_json` puts
 # them back, so a config.json written before the key existed still names the same run (resume, reuse).
-OPTIONAL = {"robust.epsilon_warmup_epochs": 0, "train.influence_every": 0}
+OPTIONAL = {"robust.epsilon_warmup_epochs": 0, "train.influence_every": 0, "data.bounds": (0.0, 1.0)}
 
 # Every key a config may hold, per block; anything else is a typo (did-you-mean). Keys of REQUIRED must be set.
 SCHEMA = {
     "": ("seed", "lr", "data", "model", "train", "robust", "eval", "runtime"),
     "data": ("name", "train_split", "validation_split", "limit", "offset", "validation_limit", "image_size",
-             "augment", "num_examples", "image_shape", "num_classes"),
+             "augment", "num_examples", "image_shape", "num_classes", "bounds"),
     "model": ("name", "weight_decay"),
     "train": ("optimizer", "lr", "momentum", "lr_schedule", "batch_size", "epochs", "steps_per_epoch",
               "influence_every", "early_stopping_patience"),
@@ -54,8 +54,8 @@ REQUIRED = {
 }
 DATA_KEYS = {  # data keys by kind of dataset
     "files": ("name", "train_split", "validation_split", "limit", "offset", "validation_limit", "image_size",
-              "augment"),
-    SYNTHETIC: ("name", "num_examples", "image_shape", "num_classes", "validation_limit"),
+              "augment", "bounds"),
+    SYNTHETIC: ("name", "num_examples", "image_shape", "num_classes", "validation_limit", "bounds"),
 }
 
 
@@ -259,7 +259,7 @@ def robust_keys(objective):
 
     row = objectives.get(objective)
     keys = ["objective", "loss_reduction"] + (["weights"] if row.regularizers else [])
-    keys += [name for name in row.uses if name not in ("loss_reduction", "seed")]
+    keys += [name for name in row.uses if name not in ("loss_reduction", "seed", "bounds")]
     if row.has_inner_attack:
         keys.append("epsilon_warmup_epochs")
     return tuple(keys)
@@ -281,7 +281,8 @@ def _check_keys(config):
         for key in node.keys():
             if key not in allowed:
                 raise unknown("config key", prefix + key, [prefix + k for k in allowed])
-        required = allowed if block == "data" and "name" in node else REQUIRED[block]
+        # data.bounds is optional (absent: (0, 1))
+        required = tuple(k for k in allowed if k != "bounds") if block == "data" and "name" in node else REQUIRED[block]
         for key in required:
             if key not in node:
                 raise ValueError(f"`{prefix}{key}` must be set. Received: a config without it.")
@@ -342,6 +343,8 @@ def validate(config, *, num_replicas=1):
         _fail("train.batch_size", f"divisible by the number of replicas ({num_replicas})", batch)
     epochs = _int(config, "train.epochs")
     _int(config, "train.steps_per_epoch", optional=True)
+    if "bounds" in config.data:
+        _checks.check_bounds(config.data.bounds, "data.bounds")
     for key in ("influence_every", "early_stopping_patience"):
         if key in config.train:
             _int(config, f"train.{key}", minimum=0)
@@ -452,6 +455,8 @@ def from_json(text):
     epsilon_warmup_epochs` with an inner attack, `train.influence_every` always).
     """
     values = _tuples(json.loads(text))
+    if isinstance(values.get("data"), dict):
+        values["data"].setdefault("bounds", OPTIONAL["data.bounds"])
     if isinstance(values.get("train"), dict):
         values["train"].setdefault("influence_every", OPTIONAL["train.influence_every"])
     if isinstance(values.get("robust"), dict) and "epsilon" in values["robust"]:

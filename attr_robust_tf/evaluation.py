@@ -249,7 +249,7 @@ def _evaluate_chunk(model, attack, protocol, surrogate, images, labels, first_in
     clean_pred = np.argmax(keras.ops.convert_to_numpy(logits), axis=-1).astype(np.int32)
     # PGD on pure CE in inference mode, seeded by (seed, first index of the chunk) (method.md §5)
     adv = pgd_linf(model, images, labels, epsilon=protocol.pgd_epsilon, step_size=protocol.pgd_step_size,
-                   steps=protocol.pgd_steps, random_start=True,
+                   steps=protocol.pgd_steps, random_start=True, bounds=protocol.bounds,
                    seed=tf.constant([protocol.seed, first_index], tf.int64), quantize=protocol.quantize)
     pgd_pred = np.argmax(keras.ops.convert_to_numpy(model(adv, training=False)), axis=-1).astype(np.int32)
     correct = clean_pred == labels

@@ -92,7 +92,8 @@ def build_robust_model(config, strategy=None):
     if "weights" in robust:
         robust["weights"] = dict(robust["weights"])
     with strategy.scope():
-        model = RobustModel(build_model(config), objective, seed=config.seed, **robust)
+        model = RobustModel(build_model(config), objective, seed=config.seed,
+                            bounds=config.data.get("bounds", (0.0, 1.0)), **robust)
         model.compile(
             optimizer=build_optimizer(config),
             loss=keras.losses.SparseCategoricalCrossentropy(

@@ -16,7 +16,7 @@ DEFAULT_ENSEMBLE = ("topk", "mass_center", "random_sign")
 LENS_WINDOW = 3  # attr_robust_tf.metrics.LENS_WINDOW (not imported here: metrics imports TensorFlow)
 # fields added after the first results were published: `to_dict` leaves them out at their default, so a
 # protocol that does not use them has the same dict (and the same cached chunks and cells) as before
-_OPTIONAL_FIELDS = {"ensemble": None, "lens_window": LENS_WINDOW}
+_OPTIONAL_FIELDS = {"ensemble": None, "lens_window": LENS_WINDOW, "bounds": (0.0, 1.0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,8 @@ class Protocol:
       ensemble: None (one attack, `method`), or attack methods ("topk", "mass_center", "random_sign") run as
         an `AttackEnsemble`: per image and metric the worst label-preserving result over the members, each
         with this protocol's settings. Left out of `to_dict` when None.
+      bounds: (lo, hi), the pixel range of the model's inputs; ε and step sizes are in its units. Left out of
+        `to_dict` at its default (0, 1).
       lens_window: side of the square neighbourhood of the LENS metrics (reported next to IN/τ/ρ, computed
         from the stored maps; 3 as in Kamath et al. 2024). Left out of `to_dict` at its default 3.
     """
@@ -70,6 +72,7 @@ class Protocol:
     note: str = ""
     ensemble: tuple = None
     lens_window: int = LENS_WINDOW
+    bounds: tuple = (0.0, 1.0)
 
     def __post_init__(self):
         for name in ("steps", "restarts", "k_attack", "k_eval", "ig_steps", "pgd_steps", "chunk_size"):
@@ -93,6 +96,7 @@ class Protocol:
             for m in members:
                 _checks.lookup("ensemble member", m, {k: k for k in ("topk", "mass_center", "random_sign")})
             object.__setattr__(self, "ensemble", tuple(members))  # frozen: lists from JSON become tuples
+        object.__setattr__(self, "bounds", _checks.check_bounds(self.bounds, "protocol.bounds"))
         window = _checks.check_positive_int(self.lens_window, "protocol.lens_window")
         if window % 2 == 0:
             raise ValueError(f"`protocol.lens_window` must be odd (1, 3, 5, ...). Received: lens_window={window}.")
@@ -104,7 +108,7 @@ class Protocol:
         settings = dict(method=self.method, epsilon=self.epsilon, step_size=self.step_size, steps=self.steps,
                         k_attack=self.k_attack, k_eval=self.k_eval, ig_steps=self.ig_steps,
                         restarts=self.restarts, surrogate_beta=self.surrogate_beta, seed=self.seed,
-                        quantize=self.quantize)
+                        quantize=self.quantize, bounds=self.bounds)
         settings.update(overrides)
         if self.ensemble is not None:
             from attr_robust_tf.attacks.ensemble import AttackEnsemble

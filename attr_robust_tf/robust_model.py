@@ -18,6 +18,7 @@ import tensorflow as tf
 from attr_robust_tf import _checks, objectives
 from attr_robust_tf import penalties as penalties_lib
 from attr_robust_tf import settings as settings_lib
+from attr_robust_tf.attacks.attribution import check_logits_not_probabilities
 from attr_robust_tf.attacks.inner import InnerAttack
 from attr_robust_tf.surrogate import softplus_surrogate
 
@@ -73,6 +74,8 @@ def _num_classes(model, input_shape):
     if k is None or k < 2:
         raise ValueError(
             f"`model` must return logits for at least 2 classes. Received: output shape {out.shape}.")
+    # the task loss takes logits: a softmax output would be read as logits, silently (all objectives)
+    check_logits_not_probabilities(keras.ops.convert_to_numpy(out))
     return int(k)
 
 
@@ -289,6 +292,8 @@ class RobustModel(keras.Model):
         if y is None:
             raise ValueError(
                 "`y` must be given: the robust objectives need integer class labels. Received: y=None.")
+        # integer images become float32 here, once; values outside the declared bounds stop the step
+        x = _checks.images_in_bounds(x, self.settings.bounds, "x")
         labels = tf.convert_to_tensor(y)
         if labels.shape.rank == 2 and labels.shape[-1] == 1:
             labels = tf.reshape(labels, [-1])
@@ -371,7 +376,7 @@ class RobustModel(keras.Model):
             raise ValueError(
                 f"Objective {name!r} is not the registered row of that name, so it cannot be saved by name. "
                 "Register it with objectives.register(...) before saving.")
-        return {
+        config = {
             "name": self.name,
             "trainable": self.trainable,
             "model": keras.saving.serialize_keras_object(self.model),
@@ -381,6 +386,9 @@ class RobustModel(keras.Model):
                         for k, v in self.regularizer_weights.items()},
             **self.settings.asdict(),  # the target ε and step size, whatever a schedule set the variables to
         }
+        if config["bounds"] == (0.0, 1.0):
+            del config["bounds"]  # the default: configs saved before `bounds` existed stay the same
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

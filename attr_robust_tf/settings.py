@@ -44,6 +44,8 @@ class RobustSettings:
         differentiate; 0 disables it.
       top_k: size of ART's inner top-k mask (None: min(1000, H·W·C)).
       seed: the inner random start at step t uses the stateless seed (seed, t), t = `optimizer.iterations`.
+      bounds: (lo, hi), the valid pixel range (Foolbox/ART convention, default (0, 1)). Every batch is checked
+        against it, every projection and random start uses it, and ε and step sizes are in its units.
     """
 
     loss_reduction: str = "mean"
@@ -59,6 +61,7 @@ class RobustSettings:
     surrogate_beta: float = 0.0
     top_k: int = None
     seed: int = 0
+    bounds: tuple = (0.0, 1.0)
 
     def __post_init__(self):
         if self.loss_reduction not in REDUCTIONS:
@@ -82,6 +85,7 @@ class RobustSettings:
                             else _checks.check_nonnegative(beta, "surrogate_beta", strict=True)),
             top_k=None if self.top_k is None else _checks.check_positive_int(self.top_k, "top_k"),
             seed=int(self.seed),
+            bounds=_checks.check_bounds(self.bounds),
         )
         attributions.quadrature(self.ig_method, values["ig_steps"])  # a did-you-mean error for an unknown rule
         for name, value in values.items():

@@ -346,16 +346,22 @@ class AttributionAttack:
 
     def __init__(self, method="topk", *, epsilon, step_size, steps, k_attack=100, k_eval=100, ig_steps=100,
                  restarts=1, surrogate_beta=1.0, seed=0, quantize=None, clip=(0.0, 1.0), region=None,
-                 images_per_chunk=None, memory_budget_mb=1024, explain=None):
+                 images_per_chunk=None, memory_budget_mb=1024, explain=None, bounds=None):
         if explain is not None and not callable(explain):
             raise TypeError(f"`explain` must be None or a callable explain(model, images, labels) -> maps. "
                             f"Received: explain={explain!r}.")
         self.explain = explain
         self.method = _checks.lookup("attack method", method, {m: m for m in METHODS})
+        if bounds is not None:
+            clip = _checks.check_bounds(bounds)
+        if not (isinstance(clip, (tuple, list)) and len(clip) == 2 and float(clip[0]) < float(clip[1])):
+            raise ValueError(f"`clip` must be a pair (lo, hi) with lo < hi. Received: clip={clip!r}.")
+        self.clip = (float(clip[0]), float(clip[1]))
         self.epsilon = _checks.check_nonnegative(epsilon, "epsilon")
-        if self.epsilon > 1.0:
+        if self.epsilon > self.clip[1] - self.clip[0]:
             warnings.warn(errors.LargeEpsilonWarning(
-                f"AR006: `epsilon`={self.epsilon} > 1 covers the whole [0, 1] pixel range."), stacklevel=2)
+                f"AR006: `epsilon`={self.epsilon} > hi − lo covers the whole [{self.clip[0]:g}, {self.clip[1]:g}] "
+                "pixel range."), stacklevel=2)
         self.step_size = _checks.check_nonnegative(step_size, "step_size")
         self.steps = _checks.check_positive_int(steps, "steps")
         self.k_attack = _checks.check_positive_int(k_attack, "k_attack")
@@ -367,9 +373,6 @@ class AttributionAttack:
         if quantize is not None:
             quantize = _checks.check_positive_int(quantize, "quantize")
         self.quantize = quantize
-        if not (isinstance(clip, (tuple, list)) and len(clip) == 2 and float(clip[0]) < float(clip[1])):
-            raise ValueError(f"`clip` must be a pair (lo, hi) with lo < hi. Received: clip={clip!r}.")
-        self.clip = (float(clip[0]), float(clip[1]))
         if self.method == "targeted" and region is None:
             raise ValueError("`region` must be a target weight map (H, W) or (N, H, W) for method='targeted'. "
                              "Received: region=None.")
@@ -414,7 +417,7 @@ class AttributionAttack:
     def _check_inputs(self, model, images, labels, indices):
         if not isinstance(model, keras.Model) and not callable(model):
             raise ValueError(f"`model` must be a keras.Model returning logits. Received: model={model!r}.")
-        images = _checks.check_images(images, check_range=True)
+        images = _checks.check_images(_checks.images_in_bounds(images, self.clip))
         if images.shape[0] is None or None in images.shape[1:]:
             raise ValueError(f"`images` must have a static shape. Received: images.shape={images.shape}.")
         images = tf.cast(images, tf.float32)

@@ -103,7 +103,8 @@ class InnerAttack:
       ig_batch_size: chunk size for the IG path points (None: all at once).
       top_k: entries of the `art` mask (None: min(1000, H·W·C), ART's k).
       noise_scale: σ of the "normal" start (TRADES: 0.001).
-      clip: valid pixel range.
+      clip: valid pixel range (the earlier name of `bounds`).
+      bounds: (lo, hi), the valid pixel range; ε and the step size are in its units (default: `clip`).
 
     Returns (from `__call__`): x′ with ‖x′ − x‖∞ ≤ ε inside `clip`, wrapped in `tf.stop_gradient` (Danskin).
 
@@ -120,7 +121,7 @@ class InnerAttack:
 
     def __init__(self, objectives, *, epsilon, step_size, steps, start="uniform", ig_steps=10,
                  ig_method="riemann_right", ig_batch_size=None, top_k=None, noise_scale=0.001,
-                 clip=(0.0, 1.0)):
+                 clip=(0.0, 1.0), bounds=None):
         if not isinstance(objectives, dict) or not objectives:
             raise ValueError(
                 "`objectives` must be a non-empty dict term → weight, e.g. {'cross_entropy': 1.0}. "
@@ -143,6 +144,8 @@ class InnerAttack:
             ig_batch_size, "ig_batch_size")
         self.top_k = None if top_k is None else _checks.check_positive_int(top_k, "top_k")
         self.noise_scale = _checks.check_nonnegative(noise_scale, "noise_scale")
+        if bounds is not None:
+            clip = _checks.check_bounds(bounds)
         if clip is not None and not (len(clip) == 2 and float(clip[0]) < float(clip[1])):
             raise ValueError(
                 f"`clip` must be a pair (lo, hi) with lo < hi, or None. Received: clip={clip!r}.")
@@ -172,7 +175,8 @@ class InnerAttack:
         return cls(objectives, epsilon=settings.epsilon if epsilon is None else epsilon,
                    step_size=settings.step_size if step_size is None else step_size, steps=settings.attack_steps,
                    start=start if settings.random_start else "none", ig_steps=settings.inner_ig_steps,
-                   ig_method=settings.ig_method, ig_batch_size=settings.ig_batch_size, top_k=settings.top_k)
+                   ig_method=settings.ig_method, ig_batch_size=settings.ig_batch_size, top_k=settings.top_k,
+                   bounds=settings.bounds)
 
     def start(self, images, seed=None):
         """The random start x′₀ for `images`, drawn from the stateless `seed` (shape (2,)) if given."""

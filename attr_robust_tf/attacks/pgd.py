@@ -83,7 +83,7 @@ def _compiled_loop(model, objective, key):
 
 
 def pgd_linf(model, images, labels, *, epsilon, step_size, steps, random_start=True, loss="cross_entropy",
-             clip=(0.0, 1.0), seed=None, quantize=None):
+             clip=(0.0, 1.0), seed=None, quantize=None, bounds=None):
     """ℓ∞ PGD that maximises a per-example objective; returns the adversarial images (a constant).
 
     Args:
@@ -92,13 +92,19 @@ def pgd_linf(model, images, labels, *, epsilon, step_size, steps, random_start=T
       epsilon: ℓ∞ radius ≥ 0 (0 returns the images unchanged); step_size: a ≥ 0; steps: K ≥ 0.
       random_start: start from a uniform point in the ball (clipped to `clip`) instead of x.
       loss: "cross_entropy" or a callable `J(model, adv_images, images, labels) -> (N,)` to maximise.
-      clip: valid range (lo, hi), or None.
+      clip: valid range (lo, hi), or None (the earlier name of `bounds`).
+      bounds: (lo, hi), the declared pixel range (Foolbox/ART convention): `images` must lie inside it, and ε
+        and the step size are in its units (default: `clip`).
       seed: int for a reproducible random start.
       quantize: e.g. 255 to keep iterates on the 0–255 grid (reference GTSRB/Flower behaviour).
 
     Returns:
       Adversarial images with ‖x' − x‖∞ ≤ ε, inside `clip`.
     """
+    if bounds is not None:
+        clip = _checks.check_bounds(bounds)
+    if clip is not None:
+        images = _checks.images_in_bounds(images, _checks.check_bounds(clip, "clip"))
     images = _checks.check_images(images)
     labels = _checks.check_target(labels, images.shape[0], name="labels")
     epsilon = _checks.check_nonnegative(epsilon, "epsilon")

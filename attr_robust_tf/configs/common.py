@@ -173,6 +173,7 @@ def get_config(dataset, objective, arg=None):
     c.data.validation_limit = ds.get("validation_limit", 1000)  # per-epoch val_ metrics on the first 1,000
     c.data.image_size = placeholder(int) if ds["image_size"] is None else ds["image_size"]
     c.data.augment = ds["augment"]
+    c.data.bounds = (0.0, 1.0)  # pixel range of the loaded images; ε and step sizes are in its units
 
     c.model = ml_collections.ConfigDict()
     c.model.name = ds["model"]
@@ -301,6 +302,7 @@ def _tiny(c):
     c.data.image_shape = (8, 8, 1)
     c.data.num_classes = 3
     c.data.validation_limit = 16
+    c.data.bounds = (0.0, 1.0)  # synthetic images lie in [0, 1]
     c.model.name = "tiny_cnn"
     c.model.weight_decay = 0.0
     c.train.optimizer = "adam"

@@ -104,6 +104,8 @@ def _train(config, folder, strategy, verbose, log):
 def cell_protocol(config, limit=None):
     """The config's evaluation protocol, with at most `limit` images if given."""
     protocol = protocols.get_protocol(config.eval.protocol)
+    if tuple(config.data.get("bounds", protocol.bounds)) != protocol.bounds:
+        protocol = protocol.replace(bounds=tuple(config.data.bounds))  # the data's pixel range
     if limit is not None:
         _checks.check_positive_int(limit, "limit")
         protocol = protocol.replace(num_images=min(limit, protocol.num_images or limit))
