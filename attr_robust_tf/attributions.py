@@ -141,16 +141,20 @@ def _input_gradient(model, z, t, score_fn, training):
 
 
 def _after(tensors, z):
-    """`z`, ordered after `tensors` in a graph (an identity with control inputs; nothing in eager mode).
+    """`z`, computed after `tensors` in a graph (z + 0 with a data dependency; `z` itself in eager mode).
 
-    Chains the chunks so a graph executor holds one chunk's activations at a time, and keeps the
-    backward pass's recomputation from being merged with the forward pass (common-subexpression
-    elimination would otherwise keep the forward activations alive until the backward pass).
+    Chains the chunks so that a graph executor holds one chunk's activations at a time, and keeps the
+    backward pass's recomputation distinct from the forward pass, which common-subexpression elimination
+    would otherwise merge (keeping the forward activations alive until the backward pass). A data
+    dependency, unlike a control dependency, survives graph rewriting (as in `tf.recompute_grad`). The
+    added zero is exact: z + 0 = z.
     """
     if tf.executing_eagerly() or not tensors:
         return z
-    with tf.control_dependencies(tensors):
-        return tf.identity(z)
+    # one element of each tensor; `where(e == e, 0, 0)` is 0 even for NaN, and cannot be folded away
+    elems = tf.stack([tf.cast(tf.reshape(t, [-1])[0], tf.float32) for t in tensors])
+    zero = tf.where(tf.reduce_all(tf.math.is_finite(elems)), 0.0, 0.0)
+    return z + tf.cast(zero, z.dtype)
 
 
 def _recomputed_path_gradients(model, points, target, score_fn, chunks, training):
@@ -183,7 +187,10 @@ def _recomputed_path_gradients(model, points, target, score_fn, chunks, training
                     outer.watch(z)
                     outer.watch(variables)
                     g = _input_gradient(model, z, t_all[start:stop], score_fn, training)
-                vjp = outer.gradient(g, [z] + variables, output_gradients=upstream[start:stop])
+                # the upstream slice waits too: the ops of the HVP that need only it and the weights
+                # (e.g. conv(v, W) for a conv layer) would otherwise run for every chunk at once
+                v = _after(previous, upstream[start:stop])
+                vjp = outer.gradient(g, [z] + variables, output_gradients=v)
                 z_grads.append(tf.zeros_like(z) if vjp[0] is None else vjp[0])
                 # a variable g does not reach (e.g. the logit bias) keeps the gradient None, as unchunked
                 var_grads = [v if acc is None else acc if v is None else acc + v
