@@ -214,8 +214,9 @@ def path_gradients(model, points, target, *, score="logit", batch_size=None, tra
     Memory. With `batch_size=None` the computation is recorded as it is, so an outer tape keeps the
     activations of all M points. With `batch_size` set, an outer tape keeps only the points, the targets
     and the result: each chunk's activations are recomputed, chunk by chunk, when the outer tape
-    differentiates (`_recomputed_path_gradients`), so peak memory depends on `batch_size` and not on M,
-    at the cost of one more forward + input-gradient pass per chunk in the backward pass. The values and
+    differentiates (`_recomputed_path_gradients`), so the activation memory depends on `batch_size` and
+    not on M, at the cost of one more forward + input-gradient pass per chunk in the backward pass. The
+    chunks are unrolled in the graph, so the graph itself still grows with M / batch_size (docs/memory.md). The values and
     their first derivatives (w.r.t. the points and the model's variables) equal the unchunked ones to float
     rounding. In a graph (`fit`, `tf.function`) the chunks also run one after the other.
     """
