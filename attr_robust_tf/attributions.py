@@ -216,9 +216,9 @@ def path_gradients(model, points, target, *, score="logit", batch_size=None, tra
     and the result: each chunk's activations are recomputed, chunk by chunk, when the outer tape
     differentiates (`_recomputed_path_gradients`), so the activation memory depends on `batch_size` and
     not on M, at the cost of one more forward + input-gradient pass per chunk in the backward pass. The
-    chunks are unrolled in the graph, so the graph itself still grows with M / batch_size (docs/memory.md). The values and
-    their first derivatives (w.r.t. the points and the model's variables) equal the unchunked ones to float
-    rounding. In a graph (`fit`, `tf.function`) the chunks also run one after the other.
+    chunks are unrolled in the graph, so the graph itself still grows with M / batch_size (docs/memory.md).
+    The values and their first derivatives (w.r.t. the points and the model's variables) equal the
+    unchunked ones to float rounding. In a graph (`fit`, `tf.function`) the chunks also run one after the other.
     """
     score_fn = scores.get(score)
     chunks = _chunks(points.shape[0], batch_size)
