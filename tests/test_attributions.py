@@ -478,3 +478,135 @@ class BadInputTest(TestCase):
     def test_training_mode_warns(self):
         with pytest.warns(errors.TrainingModeWarning, match="AR001"):
             integrated_gradients(self.model, self.x, self.t, steps=2, training=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Recomputed chunks: memory bounded by batch_size, same first and second derivatives
+# --------------------------------------------------------------------------------------------
+
+def _ig_l1(model, x, t, **kwargs):
+    """‖IG‖₁ summed over the batch: the IG-norm penalty of the objectives."""
+    return tf.reduce_sum(tf.abs(integrated_gradients(model, x, t, **kwargs)))
+
+
+class _CountingLayer(keras.layers.Layer):
+    """Identity that counts how often it is run (eagerly) or traced (in a graph)."""
+
+    calls = 0
+
+    def call(self, inputs):
+        type(self).calls += 1
+        return inputs
+
+
+class RecomputedChunksTest(TestCase):
+    def _assert_grads_close(self, chunked, full, msg=None):
+        for a, b in zip(chunked, full, strict=True):
+            self.assertEqual(a is None, b is None, msg)  # the logit bias does not reach an input gradient
+            if b is not None:
+                self.assertAllClose(a, b, rtol=1e-5, atol=1e-6, msg=msg)
+
+    def setUp(self):
+        super().setUp()
+        self.model = small_cnn((8, 8, 1), classes=3)
+        self.x = tf.constant(_images(5, (8, 8, 1), seed=11))
+        self.t = np.array([2, 0, 1, 1, 0], "int32")
+
+    def _grads(self, batch_size, compiled=False, **kwargs):
+        """∂‖IG‖₁/∂(images, weights) with 6 steps × 5 images = 30 path points."""
+        model, variables = self.model, self.model.trainable_variables
+
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = _ig_l1(model, x, self.t, steps=6, batch_size=batch_size, **kwargs)
+            return tape.gradient(loss, [x] + variables)
+
+        return tf.function(run, autograph=False)(self.x) if compiled else run(self.x)
+
+    def test_first_and_second_order_equal_the_unchunked_ones(self):
+        full = self._grads(None)
+        for batch_size, compiled in ((7, False), (29, False), (1000, False), (7, True), (30, True)):
+            self._assert_grads_close(self._grads(batch_size, compiled), full, f"batch_size={batch_size}")
+        self.assertGreater(np.abs(full[0].numpy()).max(), 0.0)  # the input Hessian of the smooth net is not 0
+
+    def test_other_scores_rules_and_gradient_methods(self):
+        for kwargs in (dict(score="cross_entropy", method="gausslegendre"), dict(score="probability")):
+            self._assert_grads_close(self._grads(4, **kwargs), self._grads(None, **kwargs), str(kwargs))
+        for fn in (saliency, input_x_gradient):
+            grads = {}
+            for batch_size in (None, 2):
+                with tf.GradientTape() as tape:
+                    tape.watch(self.x)
+                    loss = tf.reduce_sum(tf.square(fn(self.model, self.x, self.t, batch_size=batch_size)))
+                grads[batch_size] = tape.gradient(loss, [self.x] + self.model.trainable_variables)
+            self._assert_grads_close(grads[2], grads[None], fn.__name__)
+
+    def test_chunks_are_recomputed_in_backprop_only_when_batch_size_is_set(self):
+        inputs = keras.Input((8, 8, 1))
+        counted = keras.Model(inputs, self.model(_CountingLayer()(inputs)))
+        for batch_size, forward, backward in ((None, 1, 0), (12, 3, 3), (30, 1, 1)):
+            _CountingLayer.calls = 0
+            with tf.GradientTape() as tape:
+                loss = _ig_l1(counted, self.x, self.t, steps=6, batch_size=batch_size)
+            self.assertEqual(_CountingLayer.calls, forward, batch_size)
+            tape.gradient(loss, counted.trainable_variables)
+            self.assertEqual(_CountingLayer.calls - forward, backward, batch_size)
+
+    def test_recorded_values_are_those_of_the_plain_path(self):
+        plain = integrated_gradients(self.model, self.x, self.t, steps=6, batch_size=7)  # compiled, no tape
+        with tf.GradientTape():
+            taped = integrated_gradients(self.model, self.x, self.t, steps=6, batch_size=7)
+        self.assertAllClose(taped, plain, rtol=1e-6, atol=1e-7)
+
+    def test_float64_second_order_matches_finite_difference(self):
+        model = softplus_mlp(dtype="float64")
+        x = _images(3, dtype="float64", seed=4)
+        t = np.array([0, 2, 1], "int32")
+        r = _rng(5).normal(size=x.shape)
+        kernel = model.layers[2].kernel
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            loss = _ig_objective(model, xt, t, r, steps=5, method="riemann_middle", batch_size=4)
+        g_x, g_w = (g.numpy() for g in tape.gradient(loss, [xt, kernel]))
+
+        def objective(xh):
+            return float(_ig_objective(model, xh, t, r, steps=5, method="riemann_middle", batch_size=4))
+
+        for idx in [(0, 0, 0, 0), (1, 2, 3, 0), (2, 3, 1, 0)]:
+            def f(h):
+                xh = x.copy()
+                xh[idx] += h
+                return objective(xh)
+            self.assertAllClose(g_x[idx], DoubleBackpropTest._central(f), rtol=1e-6, atol=1e-9)
+        base = kernel.numpy()
+        for (i, j) in [(0, 0), (7, 5)]:
+            def f(h):
+                w = base.copy()
+                w[i, j] += h
+                kernel.assign(w)
+                return objective(x)
+            fd = DoubleBackpropTest._central(f)
+            kernel.assign(base)
+            self.assertAllClose(g_w[i, j], fd, rtol=1e-6, atol=1e-9)
+
+    @pytest.mark.slow
+    def test_training_step_is_that_of_the_unchunked_step(self):
+        from attr_robust_tf import RobustModel, models  # noqa: PLC0415
+
+        x = _images(6, (8, 8, 1), seed=2)
+        y = np.array([0, 1, 2, 2, 1, 0], "int32")
+        weights = {}
+        for batch_size in (None, 5):
+            keras.utils.set_random_seed(0)
+            robust = RobustModel(models.tiny_cnn(), "sarkar2021", epsilon=0.1, step_size=0.04, attack_steps=2,
+                                 ig_steps=3, inner_ig_steps=2, surrogate_beta=1.0, ig_batch_size=batch_size)
+            robust.compile(keras.optimizers.SGD(0.5), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                           jit_compile=False)
+            robust.train_on_batch(x, y)
+            weights[batch_size] = [w.numpy() for w in robust.model.weights]
+        moved = max(np.abs(a - b).max() for a, b in zip(weights[None], [w.numpy() for w in models.tiny_cnn().weights]))
+        self.assertGreater(moved, 0.0)
+        for a, b in zip(weights[5], weights[None]):
+            self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
