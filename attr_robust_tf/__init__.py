@@ -23,6 +23,7 @@ from attr_robust_tf.attributions import (  # noqa: E402
     saliency_map,
     smoothgrad,
 )
+from attr_robust_tf.diagnostics import RegularizerInfluence, regularizer_influence  # noqa: E402
 from attr_robust_tf.evaluation import RobustnessCallback, RobustnessReport, evaluate_robustness  # noqa: E402
 from attr_robust_tf.export import export_saved_model  # noqa: E402
 from attr_robust_tf.metrics import (  # noqa: E402
@@ -71,6 +72,8 @@ __all__ = [
     # training
     "RobustModel",
     "softplus_surrogate",
+    "regularizer_influence",
+    "RegularizerInfluence",
     # evaluation and export
     "evaluate_robustness",
     "RobustnessReport",

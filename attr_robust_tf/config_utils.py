@@ -27,7 +27,8 @@ SCHEMA = {
     "data": ("name", "train_split", "validation_split", "limit", "offset", "validation_limit", "image_size",
              "augment", "num_examples", "image_shape", "num_classes"),
     "model": ("name", "weight_decay"),
-    "train": ("optimizer", "lr", "momentum", "lr_schedule", "batch_size", "epochs", "steps_per_epoch"),
+    "train": ("optimizer", "lr", "momentum", "lr_schedule", "batch_size", "epochs", "steps_per_epoch",
+              "influence_every"),
     "robust": ("objective", "loss_reduction", "weights", "epsilon", "step_size", "attack_steps", "random_start",
                "ig_steps", "inner_ig_steps", "ig_method", "ig_batch_size", "inner_weight", "surrogate_beta",
                "top_k"),
@@ -36,6 +37,7 @@ SCHEMA = {
 }
 REQUIRED = {
     **SCHEMA,
+    "train": tuple(k for k in SCHEMA["train"] if k != "influence_every"),  # optional: configs saved before it
     "data": ("name", "validation_limit"),
     "robust": ("objective", "loss_reduction"),
 }
@@ -303,6 +305,8 @@ def validate(config, *, num_replicas=1):
         _fail("train.batch_size", f"divisible by the number of replicas ({num_replicas})", batch)
     _int(config, "train.epochs")
     _int(config, "train.steps_per_epoch", optional=True)
+    if "influence_every" in config.train:
+        _int(config, "train.influence_every", minimum=0)
     schedule = get(config, "train.lr_schedule")
     previous = 0
     for entry in schedule if isinstance(schedule, tuple) else [None]:

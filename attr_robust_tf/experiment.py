@@ -259,6 +259,21 @@ def _prepare_workdir(config, workdir, overwrite):
     config_utils.save(config, path)
 
 
+def _influence_callback(config, every, strategy):
+    """`diagnostics.RegularizerInfluence` on the first batch of validation images (train images without them)."""
+    from attr_robust_tf import diagnostics
+
+    if strategy.num_replicas_in_sync > 1:
+        raise ValueError(
+            f"`train.influence_every` must be 0 under a strategy with {strategy.num_replicas_in_sync} replicas: the "
+            f"diagnostic runs on one device. Received: train.influence_every={every}. Record it in a "
+            "single-device run.")
+    train, validation = _arrays(config)
+    images, labels = validation if validation is not None else train
+    batch = config.train.batch_size
+    return diagnostics.RegularizerInfluence((images[:batch], labels[:batch]), every_n_steps=every)
+
+
 def run_train(config, workdir, strategy=None, *, overwrite=False, verbose=1):
     """Trains the config's `RobustModel` in `workdir`, resuming from its last checkpoint; returns the model.
 
@@ -295,6 +310,9 @@ def run_train(config, workdir, strategy=None, *, overwrite=False, verbose=1):
     train, validation, steps = build_datasets(config, initial_epoch=min(initial_epoch, epochs))
 
     callbacks = [keras.callbacks.TerminateOnNaN()]
+    every = config.train.get("influence_every", 0)
+    if every:  # before the loggers, so that metrics.csv and TensorBoard see influence/<term>
+        callbacks.append(_influence_callback(config, every, strategy))
     if chief:
         metrics_path = os.path.join(workdir, "metrics.csv")
         _truncate_metrics(metrics_path, initial_epoch)

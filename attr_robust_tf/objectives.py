@@ -45,6 +45,8 @@ class Objective:
       inner_weight: default weight of the inner attribution term (None: the row's `inner` value).
       top_k: default ART mask size (None: min(1000, H·W·C)).
       reference: where the formula comes from.
+      regularizer_args: regularizer name → extra constructor settings of that term (e.g. {"cacr":
+        {"temperature": "std"}}); the term keeps its name, weight and metric.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Objective:
     inner_weight: float = None
     top_k: int = None
     reference: str = ""
+    regularizer_args: types.MappingProxyType = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.task_input not in TASK_INPUTS:
@@ -82,12 +85,19 @@ class Objective:
                 raise ValueError(
                     f"Regularizer {name!r} needs the perturbed input x′, but objective {self.name!r} has no "
                     "inner attack. Give the row an `inner` objective.")
+        for name, args in self.regularizer_args.items():
+            if name not in self.regularizers:
+                raise ValueError(f"`regularizer_args` must name regularizers of this row {list(self.regularizers)}. "
+                                 f"Received: {name!r}.")
+            regularizers_lib.get(name)(**args)  # unknown settings or bad values fail here, at registration
         if self.task_input == "adv" and not self.inner:
             raise ValueError(f"`task_input='adv'` needs an inner attack. Received: inner={dict(self.inner)}.")
         # freeze the mappings so a registered row cannot change under a traced step
         object.__setattr__(self, "inner", types.MappingProxyType(dict(self.inner)))
         object.__setattr__(self, "weights", types.MappingProxyType(dict(self.weights)))
         object.__setattr__(self, "regularizers", tuple(self.regularizers))
+        object.__setattr__(self, "regularizer_args", types.MappingProxyType(
+            {k: types.MappingProxyType(dict(v)) for k, v in self.regularizer_args.items()}))
 
     @property
     def has_inner_attack(self):
@@ -203,4 +213,16 @@ register(Objective(
     ig_steps=20,  # m = 20 for B, ΔA, A_T, A_N
     inner_ig_steps=5,  # k ∈ {4, 8, 12, 16, 20} of m = 20
     reference="Sarkar et al. 2021 (arXiv 2012.14395), `Flower/model.py`, `train_our.py`; method.md §7.8.",
+))
+register(Objective(
+    "sarkar2021_scaled",
+    task_input="adv",
+    inner={"cross_entropy": 1.0, "ig_norm": 0.1},
+    regularizers=("cacr", "wacr"),
+    weights={"cacr": 0.1, "wacr": 0.1},
+    ig_steps=20,
+    inner_ig_steps=5,
+    regularizer_args={"cacr": {"temperature": "std"}},  # unit-variance maps: the faithful CACR is ~1e-7 (below)
+    reference="`sarkar2021` with CACR on per-map standardised attributions, softmax(a / std(a)) "
+              "(docs/objectives.md: the faithful KL is ≈ ½·Var(a) ≈ 1e-7 and its gradient ~1e-5 of the CE's).",
 ))

@@ -13,7 +13,7 @@ import tensorflow as tf
 from attr_robust_tf import _checks, attributions, scores
 
 __all__ = ["AttributionRegularizer", "InputGradientNorm", "IGNorm", "TradesKL", "ARTAlignment", "CACR",
-           "WACR", "kl_divergence", "kl_uniform_softmax", "cosine", "REGULARIZERS", "get", "build"]
+           "WACR", "kl_divergence", "kl_uniform_softmax", "scale_map", "cosine", "REGULARIZERS", "get", "build"]
 
 
 def _flat(t):
@@ -219,28 +219,91 @@ def kl_uniform_softmax(a):
     return tf.where(big, big_form, small_form)
 
 
+TEMPERATURES = ("std", "l1")  # the per-map scales of `CACR(temperature=...)`; a float τ is a fixed scale
+_SCALE_FLOOR = 1e-12  # lower bound of a per-map scale: a zero map stays zero instead of 0/0
+
+
+def scale_map(a, temperature):
+    """a / s per map for `CACR(temperature=...)`: (N, H, W) → (N, H, W); `None` returns `a` unchanged.
+
+    s = τ (a float), the pixel standard deviation of the map ("std") or its mean |a| ("l1"), each per-map scale
+    held constant for differentiation (`tf.stop_gradient`) and floored at 1e-12 so that a zero map stays zero.
+    """
+    if temperature is None:
+        return a
+    if isinstance(temperature, str):
+        flat = _flat(a)
+        if temperature == "std":
+            scale = tf.math.reduce_std(flat, axis=-1)
+        else:  # "l1"
+            scale = tf.reduce_mean(tf.abs(flat), axis=-1)
+        scale = tf.maximum(tf.stop_gradient(scale), tf.cast(_SCALE_FLOOR, a.dtype))
+        return a / tf.reshape(scale, [-1] + [1] * (a.shape.rank - 1))
+    return a / tf.cast(temperature, a.dtype)
+
+
+def _check_temperature(temperature):
+    if temperature is None or temperature in TEMPERATURES:
+        return temperature
+    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature > 0:
+        return float(temperature)
+    raise ValueError(
+        f"`temperature` must be None (the faithful CACR), a positive float τ, 'std' or 'l1'. Received: "
+        f"temperature={temperature!r}. Use 'std' for unit-variance maps.")
+
+
 @keras.saving.register_keras_serializable(package="attr_robust_tf")
 class CACR(_IGRegularizer):
     """L_CACR = KL(U ‖ P_N) − KL(U ‖ P_T) on the perturbed input x′ (Sarkar et al. 2021, method.md §7.8).
 
     A_T = IG of p_y and A_N = IG of p_{n_k} (strongest other class, re-selected per path point), both
-    from the zero baseline to x′ with m = `steps` points; a = channel sums (signed); P = softmax over the
-    H·W pixels; U uniform. Each KL is logsumexp(a) − mean(a) − log(H·W), evaluated stably
+    from the zero baseline to x′ with m = `steps` points; a = channel sums (signed); P = softmax(a / s) over the
+    H·W pixels; U uniform. Each KL is logsumexp(z) − mean(z) − log(H·W) with z = a / s, evaluated stably
     (`kl_uniform_softmax`), never as log(softmax).
 
-    Reference: Sarkar et al. 2021 (arXiv 2012.14395), `Flower/model.py` ("L_CACR").
+    KL(U ‖ softmax(z)) = log mean_p exp(z_p − z̄) ≥ 0 measures how far the map's softmax is from uniform; for
+    small z it is ½·Var(z) + O(z³), and it never exceeds max_p (z_p − z̄). The scale s (`temperature`):
+
+    * None (faithful, the released code): s = 1. IG of a probability sums to p(x′) − p(0) ≤ 1 over H·W pixels, so
+      a ≈ 1e−3 per pixel on 28×28 maps and the KL ≈ ½·Var(a) ≈ 1e−7: the term (and its gradient) is tiny
+      next to the cross-entropy.
+    * τ > 0: s = τ, KL ≈ Var(a) / (2τ²); one fixed scale for every map.
+    * "std": s = the map's own pixel standard deviation, so z has unit variance and KL ≈ ½ for Gaussian-like maps,
+      O(1) in general (at most √(H·W − 1) for a one-pixel map); the KL then measures the shape of the map
+      (its peakedness), not its size, and is invariant to a ⟶ c·a, c > 0.
+    * "l1": s = mean_p |a_p|, the saliency-map normalisation of method.md §3 (mean |z| = 1); larger than "std"
+      for sparse maps (their std exceeds their mean |a|), also invariant to a ⟶ c·a.
+
+    The per-map scale is a constant for differentiation (stop-gradient) and floored at 1e−12 (a zero map stays
+    zero); the gradient therefore flows through the shape of the maps only, and with "std"/"l1" it is invariant
+    to a ⟶ c·a as well.
+
+    Args:
+      temperature: None (faithful), a positive float τ, "std" or "l1" (see above).
+
+    Reference: Sarkar et al. 2021 (arXiv 2012.14395), `Flower/model.py` ("L_CACR"); the scaled forms are the
+    project's (docs/objectives.md).
     """
 
     requires_adv = True
     default_name = "cacr"
     default_steps = 20
 
+    def __init__(self, steps=None, method="riemann_right", batch_size=None, weight=1.0, name=None,
+                 temperature=None):
+        super().__init__(steps, method, batch_size, weight, name)
+        self.temperature = _check_temperature(temperature)
+
     def __call__(self, model, images, labels, *, adv_images=None, training=False):
         _require_adv(self.name, adv_images)
         a_t = tf.reduce_sum(self._ig(model, adv_images, labels, "probability", training=training), axis=-1)
         a_n = tf.reduce_sum(self._ig(model, adv_images, labels, "strongest_other_probability",
                                      training=training), axis=-1)  # (N, H, W)
+        a_t, a_n = scale_map(a_t, self.temperature), scale_map(a_n, self.temperature)
         return kl_uniform_softmax(a_n) - kl_uniform_softmax(a_t)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
 
 
 @keras.saving.register_keras_serializable(package="attr_robust_tf")

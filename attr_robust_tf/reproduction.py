@@ -44,10 +44,10 @@ __all__ = ["DATASETS", "OBJECTIVES", "SCALES", "RAR_TABLE1", "parse_datasets", "
 DATASETS = {"mnist": "mnist", "fashion_mnist": "fmnist", "gtsrb": "gtsrb", "flower17": "flower17"}
 ALIASES = {"fmnist": "fashion_mnist", "flower": "flower17", "flowers17": "flower17"}
 TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "gtsrb": "GTSRB", "flower17": "Flower-17"}
-OBJECTIVES = ("natural", "madry", "trades", "ig_norm", "ig_sum_norm", "art", "sarkar2021")
+OBJECTIVES = ("natural", "madry", "trades", "ig_norm", "ig_sum_norm", "art", "sarkar2021", "sarkar2021_scaled")
 OBJECTIVE_TITLES = {"natural": "Natural", "madry": "Madry et al. (PGD-AT)", "trades": "TRADES",
                     "ig_norm": "IG-NORM (RAR)", "ig_sum_norm": "IG-SUM-NORM (RAR)", "art": "ART",
-                    "sarkar2021": "Sarkar et al. 2021"}
+                    "sarkar2021": "Sarkar et al. 2021", "sarkar2021_scaled": "Sarkar et al. 2021, scaled CACR"}
 EARLIER = ("madry", "trades", "ig_norm", "ig_sum_norm", "art")  # the methods Sarkar et al. compare against
 SCALES = ("tiny", "cpu", "reference")
 CONFIG_ARGS = {"tiny": "tiny", "cpu": "cpu", "reference": ""}  # scale → the `:arg` variant of configs/common.py

@@ -97,6 +97,12 @@ OBJECTIVES = {
         weights=dict(cacr=0.1, wacr=0.1),  # one λ = 0.1 for both in the released code
         ig_steps=20, inner_ig_steps=5,  # m = 20; inner k ∈ {4, 8, ..., 20}: 5 points
         inner_weight=0.1),  # inner IG-SUM-NORM objective CE + 0.1·‖IG‖₁
+    # the same settings; the row itself sets CACR's temperature "std" (attr_robust_tf/objectives.py)
+    "sarkar2021_scaled": dict(
+        loss_reduction="sum",
+        weights=dict(cacr=0.1, wacr=0.1),
+        ig_steps=20, inner_ig_steps=5,
+        inner_weight=0.1),
 }
 
 # Sarkar et al. released Flower settings only (method.md §7.8); other datasets use their RAR rows [ours].
@@ -163,9 +169,10 @@ def get_config(dataset, objective, arg=None):
     c.train.batch_size = ds["batch_size"]
     c.train.epochs = ds["natural_epochs"] if objective == "natural" else ds["epochs"]
     c.train.steps_per_epoch = placeholder(int)  # None: ⌊examples / batch⌋
+    c.train.influence_every = 0  # steps between `diagnostics.RegularizerInfluence` records (0: off)
 
     c.robust = _robust(dataset, objective)
-    if objective == "sarkar2021" and dataset == "flower17":
+    if objective in ("sarkar2021", "sarkar2021_scaled") and dataset == "flower17":
         c.train.batch_size = SARKAR_FLOWER["batch_size"]
         c.train.epochs = SARKAR_FLOWER["epochs"]
         c.lr = SARKAR_FLOWER["lr"]
