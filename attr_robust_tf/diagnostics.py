@@ -49,7 +49,8 @@ def _influence_tensors(robust_model, x, y, sample_weight, training):
     task_grads = None
     for name, loss in [(TASK, task_loss)] + [(n, w) for n, (_, w) in terms.items()]:
         # a variable the term does not reach (e.g. the logit bias of an attribution penalty) has gradient 0
-        grads = [tf.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(tape.gradient(loss, variables), variables)]
+        grads = [tf.zeros(v.shape, v.dtype) if g is None else g
+                 for g, v in zip(tape.gradient(loss, variables), variables)]
         if task_grads is None:
             task_grads = grads
         out[name] = _global_norm_and_dot(grads, task_grads)
