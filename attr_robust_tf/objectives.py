@@ -222,7 +222,7 @@ register(Objective(
     weights={"cacr": 0.1, "wacr": 0.1},
     ig_steps=20,
     inner_ig_steps=5,
-    regularizer_args={"cacr": {"temperature": "std"}},  # unit-variance maps: the faithful CACR is ~1e-7 (below)
-    reference="`sarkar2021` with CACR on per-map standardised attributions, softmax(a / std(a)) "
-              "(docs/objectives.md: the faithful KL is ≈ ½·Var(a) ≈ 1e-7 and its gradient ~1e-5 of the CE's).",
+    regularizer_args={"cacr": {"temperature": "std"}},  # softmax(a / std(a)): unit-variance maps
+    reference="`sarkar2021` with CACR on per-map standardised attributions: the faithful KL(U ‖ softmax(a)) ≈ "
+              "½·Var(a) ≈ 1e-7 barely reaches the weights (docs/objectives.md, 'Scale-aware CACR').",
 ))
