@@ -15,7 +15,7 @@ if _keras.config.backend() != "tensorflow":
         f"{_keras.config.backend()!r} (from ~/.keras/keras.json). Set KERAS_BACKEND=tensorflow.")
 
 from attr_robust_tf import data, models, objectives, penalties, regularizers, scores, terms  # noqa: E402
-from attr_robust_tf.attacks import AttackResult, AttributionAttack, InnerAttack, pgd_linf  # noqa: E402
+from attr_robust_tf.attacks import AttackEnsemble, AttackResult, AttributionAttack, InnerAttack, pgd_linf  # noqa: E402
 from attr_robust_tf.attributions import (  # noqa: E402
     input_x_gradient,
     integrated_gradients,
@@ -23,6 +23,7 @@ from attr_robust_tf.attributions import (  # noqa: E402
     saliency_map,
     smoothgrad,
 )
+from attr_robust_tf.diagnostics import RegularizerInfluence, regularizer_influence  # noqa: E402
 from attr_robust_tf.evaluation import RobustnessCallback, RobustnessReport, evaluate_robustness  # noqa: E402
 from attr_robust_tf.export import export_saved_model  # noqa: E402
 from attr_robust_tf.metrics import (  # noqa: E402
@@ -32,6 +33,7 @@ from attr_robust_tf.metrics import (  # noqa: E402
     TopKIntersection,
     center_of_mass_shift,
     kendall_tau,
+    lens_topk,
     spearman_rho,
     topk_intersection,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "kendall_tau",
     "spearman_rho",
     "center_of_mass_shift",
+    "lens_topk",
     "TopKIntersection",
     "KendallTau",
     "SpearmanRho",
@@ -71,12 +74,15 @@ __all__ = [
     "pgd_linf",
     "AttributionAttack",
     "AttackResult",
+    "AttackEnsemble",
     "InnerAttack",
     # training
     "RobustModel",
     "RobustSettings",
     "EpsilonSchedule",
     "softplus_surrogate",
+    "regularizer_influence",
+    "RegularizerInfluence",
     # evaluation and export
     "evaluate_robustness",
     "RobustnessReport",

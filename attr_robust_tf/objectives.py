@@ -44,6 +44,8 @@ class Objective:
       settings: the row's default `RobustSettings`. The constructor also takes its fields as keywords
         (`Objective("x", ig_steps=20)`), and `row.ig_steps` etc. read them.
       reference: where the formula comes from.
+      regularizer_args: regularizer name → extra constructor settings of that penalty (e.g. {"cacr":
+        {"temperature": "std"}}); the term keeps its name, weight and metric.
     """
 
     name: str
@@ -56,7 +58,7 @@ class Objective:
     reference: str = ""
 
     def __init__(self, name, task_input="clean", inner=None, start="uniform", regularizers=(), weights=None, *,
-                 settings=None, reference="", **defaults):
+                 settings=None, reference="", regularizer_args=None, **defaults):
         base = settings or settings_lib.RobustSettings()
         if isinstance(base, dict):
             base = settings_lib.RobustSettings().replace(**base)
@@ -65,7 +67,9 @@ class Objective:
                            ("inner", types.MappingProxyType(dict(inner or {}))), ("start", start),
                            ("regularizers", tuple(regularizers)),
                            ("weights", types.MappingProxyType(dict(weights or {}))),
-                           ("settings", base.replace(**defaults)), ("reference", reference)):
+                           ("settings", base.replace(**defaults)), ("reference", reference),
+                           ("regularizer_args", types.MappingProxyType(
+                               {k: types.MappingProxyType(dict(v)) for k, v in (regularizer_args or {}).items()}))):
             object.__setattr__(self, key, value)
         self._validate()
 
@@ -88,6 +92,11 @@ class Objective:
                 raise ValueError(
                     f"Regularizer {name!r} needs the perturbed input x′, but objective {self.name!r} has no "
                     "inner attack. Give the row an `inner` objective.")
+        for name, args in self.regularizer_args.items():
+            if name not in self.regularizers:
+                raise ValueError(f"`regularizer_args` must name regularizers of this row {list(self.regularizers)}. "
+                                 f"Received: {name!r}.")
+            penalties_lib.get(name)(**args)  # unknown settings or bad values fail here, at registration
         if self.task_input == "adv" and not self.inner:
             raise ValueError(f"`task_input='adv'` needs an inner attack. Received: inner={dict(self.inner)}.")
 
@@ -263,4 +272,16 @@ register(Objective(
     weights={"igr": 1.0},  # λ [ours]: the penalty 1 − cos lies in [0, 2], on the per-example scale of CE
     reference="IGR, Wang & Kong 2022 (NeurIPS, arXiv 2205.07279), abstract: maximise cos(IG(x), IG(x′)); "
               "inner attack, task input and λ chosen (docs/igr.md).",
+))
+register(Objective(
+    "sarkar2021_scaled",
+    task_input="adv",
+    inner={"cross_entropy": 1.0, "ig_norm": 0.1},
+    regularizers=("cacr", "wacr"),
+    weights={"cacr": 0.1, "wacr": 0.1},
+    ig_steps=20,
+    inner_ig_steps=5,
+    regularizer_args={"cacr": {"temperature": "std"}},  # softmax(a / std(a)): unit-variance maps
+    reference="`sarkar2021` with CACR on per-map standardised attributions: the faithful KL(U ‖ softmax(a)) ≈ "
+              "½·Var(a) ≈ 1e-7 barely reaches the weights (docs/objectives.md, 'Scale-aware CACR').",
 ))

@@ -11,9 +11,9 @@ import inspect
 import keras
 
 from attr_robust_tf import _checks, attributions, scores, terms
-from attr_robust_tf.terms import cosine, kl_divergence, kl_uniform_softmax  # noqa: F401 (public names)
+from attr_robust_tf.terms import TEMPERATURES, cosine, kl_divergence, kl_uniform_softmax, scale_map  # noqa: F401
 
-__all__ = ["AttributionRegularizer", "InputGradientNorm", "IGNorm", "TradesKL", "ARTAlignment", "CACR", "IGRCosine",
+__all__ = ["AttributionRegularizer", "InputGradientNorm", "IGNorm", "TradesKL", "ARTAlignment", "CACR", "IGRCosine", "scale_map", "TEMPERATURES",
            "WACR", "kl_divergence", "kl_uniform_softmax", "cosine", "REGULARIZERS", "get", "build"]
 
 
@@ -54,9 +54,9 @@ class AttributionRegularizer:
         self.name = name or self.default_name
 
     @classmethod
-    def from_settings(cls, settings, name=None):
-        """The penalty configured from a `RobustSettings` (the fields listed in `uses`)."""
-        return cls(name=name)
+    def from_settings(cls, settings, name=None, **kwargs):
+        """The penalty configured from a `RobustSettings` (the fields listed in `uses`) and the row's `kwargs`."""
+        return cls(name=name, **kwargs)
 
     def _settings(self):
         """Keyword arguments of the term function."""
@@ -96,9 +96,9 @@ class _IGRegularizer(AttributionRegularizer):
                            else _checks.check_positive_int(batch_size, "batch_size"))
 
     @classmethod
-    def from_settings(cls, settings, name=None):
+    def from_settings(cls, settings, name=None, **kwargs):
         return cls(steps=settings.ig_steps, method=settings.ig_method, batch_size=settings.ig_batch_size,
-                   name=name)
+                   name=name, **kwargs)
 
     def _settings(self):
         return {"steps": self.steps, "method": self.method, "batch_size": self.batch_size}
@@ -182,16 +182,57 @@ class ARTAlignment(AttributionRegularizer):
 class CACR(_IGRegularizer):
     """L_CACR = KL(U ‖ P_N) − KL(U ‖ P_T) on the perturbed input x′ (`terms.cacr`), m = `steps` points.
 
-    Each KL is logsumexp(a) − mean(a) − log(H·W), evaluated stably (`kl_uniform_softmax`), never as
-    log(softmax).
+    P = softmax(a / s) over the H·W pixels of the channel-summed IG maps a; each KL is logsumexp(z) − mean(z) −
+    log(H·W) with z = a / s, evaluated stably (`kl_uniform_softmax`), never as log(softmax).
 
-    Reference: Sarkar et al. 2021 (arXiv 2012.14395), `Flower/model.py` ("L_CACR").
+    KL(U ‖ softmax(z)) = log mean_p exp(z_p − z̄) ≥ 0 measures how far the map's softmax is from uniform; for
+    small z it is ½·Var(z) + O(z³), and it never exceeds max_p (z_p − z̄). The scale s (`temperature`):
+
+    * None (faithful, the released code): s = 1. IG of a probability sums to p(x′) − p(0) ≤ 1 over H·W pixels,
+      so a ≈ 1e−3 per pixel on 28×28 maps and the KL ≈ ½·Var(a) ≈ 1e−7: the term (and its gradient) is tiny
+      next to the cross-entropy.
+    * τ > 0: s = τ, KL ≈ Var(a) / (2τ²); one fixed scale for every map.
+    * "std": s = the map's own pixel standard deviation, so z has unit variance and KL ≈ ½ for Gaussian-like
+      maps, O(1) in general (at most √(H·W − 1) for a one-pixel map); the KL then measures the shape of the map
+      (its peakedness), not its size, and is invariant to a ⟶ c·a, c > 0.
+    * "l1": s = mean_p |a_p|, the saliency-map normalisation of docs/method.md §3 (mean |z| = 1); larger than
+      "std" for sparse maps, also invariant to a ⟶ c·a.
+
+    The per-map scale is a constant for differentiation (stop-gradient) and floored at 1e−12 (a zero map stays
+    zero); with "std"/"l1" the gradient is invariant to a ⟶ c·a as well.
+
+    Args:
+      temperature: None (faithful), a positive float τ, "std" or "l1" (see above).
+
+    Reference: Sarkar et al. 2021 (arXiv 2012.14395), `Flower/model.py` ("L_CACR"); the scaled forms are the
+    project's (docs/objectives.md).
     """
 
     requires_adv = True
     default_name = "cacr"
     default_steps = 20
     term = staticmethod(terms.cacr)
+
+    def __init__(self, steps=None, method="riemann_right", batch_size=None, weight=1.0, name=None,
+                 temperature=None):
+        super().__init__(steps, method, batch_size, weight, name)
+        self.temperature = _check_temperature(temperature)
+
+    def _settings(self):
+        return {**super()._settings(), "temperature": self.temperature}
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+def _check_temperature(temperature):
+    if temperature is None or temperature in TEMPERATURES:
+        return temperature
+    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature > 0:
+        return float(temperature)
+    raise ValueError(
+        f"`temperature` must be None (the faithful CACR), a positive float τ, 'std' or 'l1'. Received: "
+        f"temperature={temperature!r}. Use 'std' for unit-variance maps.")
 
 
 @keras.saving.register_keras_serializable(package="attr_robust_tf")

@@ -138,8 +138,9 @@ class RobustModel(keras.Model):
         self.objective = row
         self._robust_settings = s
         # penalties, their weights (non-trainable variables) and their trackers, in row order
-        self._robust_regularizers = {name: penalties_lib.get(name).from_settings(s, name=name)
-                                     for name in row.regularizers}
+        self._robust_regularizers = {
+            name: penalties_lib.get(name).from_settings(s, name=name, **row.regularizer_args.get(name, {}))
+            for name in row.regularizers}
         self.regularizer_weights = {
             name: self.add_weight(shape=(), initializer=keras.initializers.Constant(initial[name]),
                                   trainable=False, name=f"{name}_weight")
@@ -242,6 +243,19 @@ class RobustModel(keras.Model):
 
     def _robust_objective(self, x, y, sample_weight, training):
         """(x_task, y_pred, task_loss, total loss): the row's objective on one batch, reduced once."""
+        x_task, y_pred, task_loss, terms = self._robust_terms(x, y, sample_weight, training)
+        loss = task_loss
+        for name, (per_example, weighted) in terms.items():
+            self.term_trackers[name].update_state(per_example, sample_weight=sample_weight)
+            loss = loss + weighted
+        return x_task, y_pred, task_loss, loss
+
+    def _robust_terms(self, x, y, sample_weight, training):
+        """(x_task, y_pred, task_loss, {name: (per-example penalty, λ·reduce(penalty))}) of one batch.
+
+        The pieces of `_robust_objective` (which sums them) before any metric is updated; x′ uses this step's
+        seed, so `diagnostics.regularizer_influence` sees the terms of the next training step.
+        """
         self._robust_check_compiled()
         x, labels = self._robust_check_batch(x, y)
         x_task, _, penalties = self.objective.terms(
@@ -250,12 +264,12 @@ class RobustModel(keras.Model):
         y_pred = self.model(x_task, training=training)
         task_loss = self.compute_loss(x=x_task, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                       training=training)
-        loss = task_loss
+        terms = {}
         for name, per_example in penalties.items():
-            self.term_trackers[name].update_state(per_example, sample_weight=sample_weight)
             weight = tf.cast(self.regularizer_weights[name], per_example.dtype)
-            loss = loss + tf.cast(weight * self._robust_reduce(per_example, sample_weight), loss.dtype)
-        return x_task, y_pred, task_loss, loss
+            terms[name] = (per_example,
+                           tf.cast(weight * self._robust_reduce(per_example, sample_weight), task_loss.dtype))
+        return x_task, y_pred, task_loss, terms
 
     def _robust_reduce(self, per_example, sample_weight):
         """Σ/(global batch) under "mean" (the optimizer SUM-all-reduces gradients), Σ under "sum"."""

@@ -23,7 +23,7 @@ import tensorflow as tf
 from attr_robust_tf import _tensors, attributions, scores
 
 __all__ = ["cross_entropy", "ig_norm", "trades_kl", "art_margin", "art_triplet", "cacr", "wacr",
-           "input_gradient_norm", "igr_cosine", "kl_divergence", "kl_uniform_softmax", "cosine"]
+           "input_gradient_norm", "igr_cosine", "kl_divergence", "scale_map", "TEMPERATURES", "kl_uniform_softmax", "cosine"]
 
 cosine = _tensors.cosine
 
@@ -122,18 +122,43 @@ def _ig(model, images, labels, score, baseline, steps, method, batch_size, train
         training=training)
 
 
-def cacr(model, images, adv_images, labels, *, steps, method="riemann_right", batch_size=None, training=False):
+TEMPERATURES = ("std", "l1")  # the per-map scales of the CACR temperature; a float τ is a fixed scale
+_SCALE_FLOOR = 1e-12  # lower bound of a per-map scale: a zero map stays zero instead of 0/0
+
+
+def scale_map(a, temperature):
+    """a / s per map for the CACR temperature: (N, H, W) → (N, H, W); `None` returns `a` unchanged.
+
+    s = τ (a float), the pixel standard deviation of the map ("std") or its mean |a| ("l1"), each per-map scale
+    held constant for differentiation (`tf.stop_gradient`) and floored at 1e-12 so that a zero map stays zero.
+    """
+    if temperature is None:
+        return a
+    if isinstance(temperature, str):
+        flat = _tensors.flat(a)
+        if temperature == "std":
+            scale = tf.math.reduce_std(flat, axis=-1)
+        else:  # "l1"
+            scale = tf.reduce_mean(tf.abs(flat), axis=-1)
+        scale = tf.maximum(tf.stop_gradient(scale), tf.cast(_SCALE_FLOOR, a.dtype))
+        return a / tf.reshape(scale, [-1] + [1] * (a.shape.rank - 1))  # (N,) → (N, 1, 1)
+    return a / tf.cast(temperature, a.dtype)
+
+
+def cacr(model, images, adv_images, labels, *, steps, method="riemann_right", batch_size=None, temperature=None,
+         training=False):
     """L_CACR = KL(U ‖ P_N) − KL(U ‖ P_T) on x′ (Sarkar et al. 2021).
 
     A_T = IG of p_y and A_N = IG of p_{n_k} (strongest other class, re-selected per path point), both from the
-    zero baseline to x′ with `steps` points; a = channel sums (signed); P = softmax over the H·W pixels.
+    zero baseline to x′ with `steps` points; a = channel sums (signed); P = softmax(a / s) over the H·W pixels,
+    s from `temperature` (`scale_map`; None: s = 1, the released code).
     """
     del images
     a_t = tf.reduce_sum(_ig(model, adv_images, labels, "probability", None, steps, method, batch_size, training),
                         axis=-1)
     a_n = tf.reduce_sum(_ig(model, adv_images, labels, "strongest_other_probability", None, steps, method,
                             batch_size, training), axis=-1)  # (N, H, W)
-    return kl_uniform_softmax(a_n) - kl_uniform_softmax(a_t)
+    return kl_uniform_softmax(scale_map(a_n, temperature)) - kl_uniform_softmax(scale_map(a_t, temperature))
 
 
 def wacr(model, images, adv_images, labels, *, steps, method="riemann_right", batch_size=None, training=False):

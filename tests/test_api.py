@@ -20,7 +20,7 @@ LAYERS = {
     "attacks.inner": 4, "attacks.attribution": 4,
     "attacks": 5, "objectives": 6, "protocols": 6,
     "robust_model": 7, "evaluation": 7, "schedules": 8,
-    "evaluation_report": 8, "tensorboard": 8, "export": 8,
+    "evaluation_report": 8, "tensorboard": 8, "export": 8, "diagnostics": 8,
     "config_utils": 9, "early_stopping": 9.5, "tuning": 10, "experiment": 10, "configs": 10, "pareto": 10,
     "reproduction": 11,
     "cli": 12,

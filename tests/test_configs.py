@@ -14,7 +14,8 @@ from attr_robust_tf import config_utils, distribute, objectives
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 DATASETS = ("mnist", "fmnist", "gtsrb", "flower17")
-OBJECTIVES = ("natural", "madry", "trades", "ig_norm", "ig_sum_norm", "art", "sarkar2021", "igr")
+OBJECTIVES = ("natural", "madry", "trades", "ig_norm", "ig_sum_norm", "art", "sarkar2021", "sarkar2021_scaled",
+              "igr")
 FILES = [f"{d}_{o}" for d in DATASETS for o in OBJECTIVES]
 
 

@@ -4,6 +4,8 @@ The reference is written from method.md §7 with raw TF ops on the MLP's weight 
 scores, IG sums, PGD loop and softplus-β surrogate); it shares nothing with the library except the random
 start point, which is an input of the attack (drawn from the documented (seed, step) stream).
 """
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -273,7 +275,8 @@ class ObjectivesTest(testing.TestCase):
 
     def test_registry(self):
         self.assertEqual(objectives.names(),
-                         ["art", "ig_norm", "ig_sum_norm", "igr", "madry", "natural", "sarkar2021", "trades"])
+                         ["art", "ig_norm", "ig_sum_norm", "igr", "madry", "natural", "sarkar2021",
+                          "sarkar2021_scaled", "trades"])
         row = objectives.get("sarkar2021")
         self.assertEqual(row.regularizers, ("cacr", "wacr"))
         self.assertEqual(dict(row.weights), {"cacr": 0.1, "wacr": 0.1})
@@ -350,3 +353,21 @@ class ObjectivesTest(testing.TestCase):
                                for i in range(N)], 0)
             self.assertAllClose(full, parts, rtol=1e-12)
             self.assertIsInstance(reg, regularizers.get(name))
+
+    def test_scaled_sarkar_row_differs_only_in_the_cacr_temperature(self):
+        row, scaled = objectives.get("sarkar2021"), objectives.get("sarkar2021_scaled")
+        differ = [f.name for f in dataclasses.fields(row) if getattr(row, f.name) != getattr(scaled, f.name)]
+        self.assertEqual(differ, ["name", "reference", "regularizer_args"])
+        self.assertEqual({k: dict(v) for k, v in scaled.regularizer_args.items()}, {"cacr": {"temperature": "std"}})
+        robust = self._robust("sarkar2021_scaled")
+        self.assertEqual(robust.regularizers["cacr"].temperature, "std")
+        self.assertEqual(list(robust.regularizer_weights), ["cacr", "wacr"])  # the weight and metric keep `cacr`
+        self.assertIsNone(self._robust("sarkar2021").regularizers["cacr"].temperature)
+        restored = RobustModel.from_config(robust.get_config())
+        self.assertEqual(restored.regularizers["cacr"].temperature, "std")
+        with self.assertRaisesRegex(ValueError, "`regularizer_args` must name regularizers of this row"):
+            objectives.Objective("bad", inner={"cross_entropy": 1.0}, regularizers=("cacr",), weights={"cacr": 1.0},
+                                 regularizer_args={"wacr": {"temperature": "std"}})
+        with self.assertRaisesRegex(ValueError, "`temperature` must be None"):
+            objectives.Objective("bad", inner={"cross_entropy": 1.0}, regularizers=("cacr",), weights={"cacr": 1.0},
+                                 regularizer_args={"cacr": {"temperature": "max"}})

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from attr_robust_tf import regularizers
+from attr_robust_tf import attributions, regularizers
 import testing
 
 SHAPE = (4, 4, 2)  # two channels, so the channel sums of CACR are exercised
@@ -246,3 +246,137 @@ class RegularizersTest(testing.TestCase):
         with self.assertRaisesRegex(ValueError,
                                     "`adv_images` must be given.*'wacr'.*Received: adv_images=None"):
             regularizers.WACR(steps=2)(model, x, y)
+
+
+def _numpy_scale(a, temperature):
+    """The per-map scale s of `CACR(temperature=...)` in float64: 1, τ, pixel std (population) or mean |a|."""
+    if temperature is None:
+        return 1.0
+    if temperature == "std":
+        return max(np.std(a), 1e-12)
+    if temperature == "l1":
+        return max(np.mean(np.abs(a)), 1e-12)
+    return float(temperature)
+
+
+def numpy_cacr(net, x, y, adv, m, temperature, scales=None):
+    """Per-example scaled CACR for flattened x′ (N, D) and the scales used; `scales` freezes them (stop-gradient)."""
+    out, used = [], []
+    for i, (yi, ai) in enumerate(zip(y, adv)):
+        a_t = net.ig(ai, yi, "probability", m).reshape(SHAPE).sum(-1).ravel()
+        a_n = net.ig(ai, yi, "strongest_other_probability", m).reshape(SHAPE).sum(-1).ravel()
+        s_t, s_n = scales[i] if scales is not None else (_numpy_scale(a_t, temperature), _numpy_scale(a_n, temperature))
+        out.append(_kl_uniform(a_n / s_n) - _kl_uniform(a_t / s_t))
+        used.append((s_t, s_n))
+    return np.array(out), used
+
+
+class _ScaledMapCACR(regularizers.CACR):
+    """CACR whose attribution maps are multiplied by a constant c > 0 (every IG it computes is c·IG)."""
+
+    def __init__(self, c, **kwargs):
+        super().__init__(**kwargs)
+        self.c = c
+
+    def _ig(self, *args, **kwargs):
+        return self.c * super()._ig(*args, **kwargs)
+
+
+class CACRTemperatureTest(testing.TestCase):
+    def test_kl_of_scaled_maps_matches_float64_closed_form(self):
+        rng = np.random.default_rng(20)
+        a = rng.normal(size=(3, 5, 5)) * np.array([1e-4, 1.0, 30.0])[:, None, None]
+        a[1, 0, 0] = 9.0  # a peaked map: KL of the unit-variance map well above ½
+        for temperature in ("std", "l1", 0.5):
+            got = regularizers.kl_uniform_softmax(regularizers.scale_map(tf.constant(a), temperature))
+            expected = [_kl_uniform(r.ravel() / _numpy_scale(r.ravel(), temperature)) for r in a]
+            self.assertAllClose(got, expected, rtol=1e-9, atol=1e-15)
+        z = regularizers.scale_map(tf.constant(a), "std").numpy().reshape(3, -1)
+        self.assertAllClose(np.std(z, axis=-1), [1.0] * 3)
+        # a unit-variance Gaussian map: KL(U ‖ softmax(z)) ≈ ½ (the log-normal mean), whatever the raw scale
+        big = rng.normal(size=(1, 200, 200)) * 1e-3
+        kl = float(regularizers.kl_uniform_softmax(regularizers.scale_map(tf.constant(big), "std"))[0])
+        self.assertAllClose(kl, 0.5, atol=0.02)
+        self.assertAllClose(regularizers.scale_map(tf.zeros((1, 3, 3), tf.float64), "std"), np.zeros((1, 3, 3)))
+
+    @parameterized.parameters(None, 0.5, "std", "l1")
+    def test_values_match_numpy_closed_form(self, temperature):
+        model, params = _mlp()
+        x, y, adv = _batch()
+        got = regularizers.CACR(steps=5, temperature=temperature)(
+            model, tf.constant(x), tf.constant(y), adv_images=tf.constant(adv))
+        expected, _ = numpy_cacr(NumpyMLP(params), x.reshape(3, -1), y, adv.reshape(3, -1), 5, temperature)
+        self.assertAllClose(got, expected, rtol=1e-9, atol=1e-12)
+
+    def test_faithful_default_is_unchanged(self):
+        # temperature=None is the released formula: KL(U‖softmax(a_N)) − KL(U‖softmax(a_T)) on the raw maps
+        model, _ = _mlp(seed=21)
+        x, y, adv = (tf.constant(v) for v in _batch(seed=22))
+        self.assertIsNone(regularizers.CACR().temperature)
+        got = regularizers.CACR(steps=5)(model, x, y, adv_images=adv)
+        a_t = tf.reduce_sum(attributions.integrated_gradients(model, adv, y, steps=5, score="probability"), -1)
+        a_n = tf.reduce_sum(attributions.integrated_gradients(model, adv, y, steps=5,
+                                                              score="strongest_other_probability"), -1)
+        self.assertAllEqual(got, regularizers.kl_uniform_softmax(a_n) - regularizers.kl_uniform_softmax(a_t))
+        self.assertAllEqual(got, regularizers.CACR(steps=5, temperature=None)(model, x, y, adv_images=adv))
+
+    def test_scaled_forms_are_invariant_to_the_map_scale(self):
+        # Scaling every attribution map by c > 0 (a ⟶ c·a; `_ScaledMapCACR`) leaves "std" and "l1" unchanged, value
+        # and weight gradient, while the faithful KL ≈ ½Var(a) grows like c². (Scaling the logits would not do:
+        # CACR attributes probabilities, and c·f changes softmax(f) nonlinearly.)
+        model, _ = _mlp(seed=23)
+        x, y, adv = (tf.constant(v) for v in _batch(seed=24))
+
+        def value_and_grads(reg):
+            with tf.GradientTape() as tape:
+                value = reg(model, x, y, adv_images=adv)
+                total = tf.reduce_sum(value)
+            grads = tape.gradient(total, model.trainable_variables)
+            return value.numpy(), [np.zeros(v.shape) if g is None else g.numpy()
+                                   for g, v in zip(grads, model.trainable_variables)]
+
+        for temperature in ("std", "l1"):
+            v1, g1 = value_and_grads(_ScaledMapCACR(1.0, steps=4, temperature=temperature))
+            self.assertGreater(np.abs(g1[0]).max(), 1e-6)
+            for c in (1e-3, 250.0):
+                vc, gc = value_and_grads(_ScaledMapCACR(c, steps=4, temperature=temperature))
+                self.assertAllClose(vc, v1, rtol=1e-9, atol=1e-12)
+                for a, b in zip(gc, g1):
+                    self.assertAllClose(a, b, rtol=1e-7, atol=1e-12)
+        small, _ = value_and_grads(_ScaledMapCACR(1e-3, steps=4))
+        large, _ = value_and_grads(_ScaledMapCACR(1.0, steps=4))
+        self.assertAllClose(small, large * 1e-6, rtol=0.05)  # ½Var(c·a) = c²·½Var(a) for small maps
+        self.assertGreater(np.abs(large - small).max(), 0.1 * np.abs(large).max())
+
+    @parameterized.parameters(None, 0.5, "std", "l1")
+    def test_weight_gradient_matches_float64_finite_differences(self, temperature):
+        # the per-map scale is a constant for differentiation: compare with central differences of the NumPy
+        # closed form at the scales of the unperturbed weights
+        model, params = _mlp(seed=25)
+        x, y, adv = _batch(seed=26)
+        weights = model.trainable_variables
+        with tf.GradientTape() as tape:
+            value = tf.reduce_sum(regularizers.CACR(steps=4, temperature=temperature)(
+                model, tf.constant(x), tf.constant(y), adv_images=tf.constant(adv)))
+        grads = [np.zeros(w.shape) if g is None else g for g, w in zip(tape.gradient(value, weights), weights)]
+        rng = np.random.default_rng(27)
+        direction = [rng.normal(size=w.shape) for w in weights]
+        analytic = sum(float(tf.reduce_sum(g * d)) for g, d in zip(grads, direction))
+        flat_x, flat_adv = x.reshape(3, -1), adv.reshape(3, -1)
+        _, scales = numpy_cacr(NumpyMLP(params), flat_x, y, flat_adv, 4, temperature)
+        h = 1e-6
+        values = [numpy_cacr(NumpyMLP([p + sign * h * d for p, d in zip(params, direction)]), flat_x, y, flat_adv,
+                             4, temperature, scales=scales)[0].sum() for sign in (1, -1)]
+        numeric = (values[0] - values[1]) / (2 * h)
+        self.assertGreater(abs(numeric), 1e-9)
+        self.assertAllClose(analytic, numeric, rtol=1e-5, atol=1e-10)
+
+    def test_config_round_trip_and_bad_temperature(self):
+        for temperature in (None, 2.0, "std", "l1"):
+            reg = regularizers.build("cacr", steps=3, temperature=temperature)
+            self.assertEqual(reg.get_config()["temperature"], temperature)
+            restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(reg))
+            self.assertEqual(restored.get_config(), reg.get_config())
+        for bad in (0, -1.0, "var", True):
+            with self.assertRaisesRegex(ValueError, "`temperature` must be None .*, a positive float τ, 'std' or 'l1'"):
+                regularizers.CACR(temperature=bad)

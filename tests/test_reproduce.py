@@ -78,7 +78,7 @@ class NamesTest(testing.TestCase):
 
     def test_objectives(self):
         self.assertEqual(reproduction.parse_objectives("all"), reproduction.OBJECTIVES)
-        self.assertLen(reproduction.OBJECTIVES, 8)
+        self.assertLen(reproduction.OBJECTIVES, 9)
         self.assertEqual(reproduction.parse_objectives("sarkar2021,natural,natural"), ("sarkar2021", "natural"))
         with self.assertRaisesRegex(ValueError, "Did you mean 'ig_norm'"):
             reproduction.parse_objectives("ig_nrom")

@@ -99,6 +99,8 @@ OBJECTIVES = {
     # reduce_sum of CE and both regularizers; one λ = 0.1 for both; m = 20 outer and 5 inner IG points
     # (k ∈ {4, 8, ..., 20}); inner IG-SUM-NORM objective CE + 0.1·‖IG‖₁ (§7.8)
     "sarkar2021": dict(loss_reduction="sum", own=("ig_steps", "inner_ig_steps", "inner_weight")),
+    # the same settings; the row itself sets CACR's temperature "std" (attr_robust_tf/objectives.py)
+    "sarkar2021_scaled": dict(loss_reduction="sum", own=("ig_steps", "inner_ig_steps", "inner_weight")),
     # IGR (Wang & Kong 2022): 1 − cos(IG(x), IG(x′)) with the row's λ = 1; the inner attack is IG-SUM-NORM's with
     # the dataset's β as its IG weight; RAR point counts and PGD (docs/igr.md) [ours]
     "igr": dict(loss_reduction="sum", inner_weight_from="ig_sum_norm"),
@@ -190,7 +192,7 @@ def get_config(dataset, objective, arg=None):
     c.train.influence_every = 0  # > 0: log the regularizers' influence every n steps (diagnostics)
 
     c.robust = _robust(dataset, objective)
-    if objective == "sarkar2021" and dataset == "flower17":
+    if objective in ("sarkar2021", "sarkar2021_scaled") and dataset == "flower17":
         c.train.batch_size = SARKAR_FLOWER["batch_size"]
         c.train.epochs = SARKAR_FLOWER["epochs"]
         c.lr = SARKAR_FLOWER["lr"]
