@@ -56,6 +56,7 @@ class Objective:
     weights: types.MappingProxyType = dataclasses.field(default_factory=dict)
     settings: settings_lib.RobustSettings = settings_lib.RobustSettings()
     reference: str = ""
+    regularizer_args: types.MappingProxyType = dataclasses.field(default_factory=dict)
 
     def __init__(self, name, task_input="clean", inner=None, start="uniform", regularizers=(), weights=None, *,
                  settings=None, reference="", regularizer_args=None, **defaults):
