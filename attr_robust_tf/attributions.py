@@ -28,7 +28,7 @@ _COMPILED = weakref.WeakKeyDictionary()
 
 
 def quadrature(method, steps):
-    """Nodes α_j in [0, 1] and weights w_j (summing to 1) of a path-integral rule (method.md §2.2).
+    """Nodes α_j in [0, 1] and weights w_j (summing to 1) of a path-integral rule (docs/method.md §2.2).
 
     Returns two float64 NumPy arrays of length `steps`.
     """
@@ -208,7 +208,7 @@ def path_gradients(model, points, target, *, score="logit", batch_size=None, tra
     """∇_z s(z) for every row of `points` (M, H, W, C) with `target` (M,), chunked by `batch_size`.
 
     The examples do not interact (inference mode), so the gradient of Σ s over a chunk is exactly the
-    per-example input gradient (method.md §2.5). Chunks are a static Python loop, never a tf.while_loop;
+    per-example input gradient (docs/method.md §2.5). Chunks are a static Python loop, never a tf.while_loop;
     with a batch size unknown at trace time there is one chunk.
 
     Memory. With `batch_size=None` the computation is recorded as it is, so an outer tape keeps the
@@ -275,7 +275,7 @@ def _ig(model, images, x0, target, *, alphas, weights, score, batch_size, traini
 
 def integrated_gradients(model, images, target, *, baseline=None, steps=50, method="riemann_right",
                          score="logit", batch_size=None, training=False, check_range=False):
-    """Integrated Gradients (Sundararajan et al. 2017, arXiv 1703.01365, eq. 1; method.md §2).
+    """Integrated Gradients (Sundararajan et al. 2017, arXiv 1703.01365, eq. 1; docs/method.md §2).
 
     IG(x) = (x − x₀) ⊙ Σ_j w_j ∇s(x₀ + α_j (x − x₀)), with all `steps`·N path points in one batch
     (chunked by `batch_size`).
@@ -330,13 +330,13 @@ def _gradient_method(model, images, target, score, batch_size, training, check_r
 
 def saliency(model, images, target, *, score="logit", batch_size=None, training=False,
              check_range=False):
-    """Simple gradient ∇_x s(x) (method.md §2.7). Returns the shape of `images`."""
+    """Simple gradient ∇_x s(x) (docs/method.md §2.7). Returns the shape of `images`."""
     return _gradient_method(model, images, target, score, batch_size, training, check_range, False)
 
 
 def input_x_gradient(model, images, target, *, score="logit", batch_size=None, training=False,
                      check_range=False):
-    """x ⊙ ∇_x s(x) (method.md §2.7). Returns the shape of `images`."""
+    """x ⊙ ∇_x s(x) (docs/method.md §2.7). Returns the shape of `images`."""
     return _gradient_method(model, images, target, score, batch_size, training, check_range, True)
 
 
@@ -381,7 +381,7 @@ def smoothgrad(model, images, target, *, noise=0.15, samples=25, score="logit", 
 
 
 def saliency_map(attributions, *, normalize=True):
-    """Channel-summed |A|, normalised so each map sums to H·W (method.md §3; the reference convention).
+    """Channel-summed |A|, normalised so each map sums to H·W (docs/method.md §3; the reference convention).
 
     Returns (N, H, W). An all-zero attribution gives an all-zero map (the normalisation is undefined).
     """

@@ -1,7 +1,7 @@
-"""`tf.distribute` helpers: logical CPUs, strategy by name, global-batch check (style.md §5, stack.md §6).
+"""`tf.distribute` helpers: logical CPUs, strategy by name, global-batch check (docs/conventions.md §5, docs/stack.md §6).
 
 Two logical CPU devices let `MirroredStrategy` run two replicas on one machine; a 2-replica run then equals
-the single-device run when every loss term is scaled as in style.md §5.
+the single-device run when every loss term is scaled as in docs/conventions.md §5.
 """
 import difflib
 
@@ -13,7 +13,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 def configure_logical_cpus(n):
     """Splits the first physical CPU into `n` logical devices; `n = 0` leaves the devices alone.
 
-    Must run before TensorFlow executes any op (stack.md §3 item 13). Calling it again with the count that
+    Must run before TensorFlow executes any op (docs/stack.md §3 item 13). Calling it again with the count that
     is already configured is a no-op, so tools and tests can both call it.
 
     Returns:
@@ -45,7 +45,7 @@ def make_strategy(name="default"):
 
     * "default": the current (no-op) strategy, one replica.
     * "mirrored": `MirroredStrategy` over every GPU, or over every logical CPU when there is no GPU (a plain
-      `MirroredStrategy()` would give one replica on CPU, stack.md §6).
+      `MirroredStrategy()` would give one replica on CPU, docs/stack.md §6).
     * "multi_worker": `MultiWorkerMirroredStrategy`, configured from the `TF_CONFIG` environment variable;
       without `TF_CONFIG` it is a single local worker.
     """
@@ -63,7 +63,7 @@ def make_strategy(name="default"):
 
 
 def check_global_batch(batch, strategy):
-    """Raises ValueError unless the global batch splits evenly over the strategy's replicas (style.md §5)."""
+    """Raises ValueError unless the global batch splits evenly over the strategy's replicas (docs/conventions.md §5)."""
     replicas = strategy.num_replicas_in_sync
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch!r}.")

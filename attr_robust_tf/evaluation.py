@@ -1,16 +1,16 @@
 """The field's robustness protocol: natural and PGD accuracy, then attribution attacks on correct images.
 
 Ghorbani et al. 2019 (arXiv 1710.10547) as used by RAR (Chen et al. 2019, arXiv 1905.09957) and Sarkar et al.
-2021 (arXiv 2012.14395); method.md §4–§6. Per image of the first N test images:
+2021 (arXiv 2012.14395); docs/method.md §4–§6. Per image of the first N test images:
 
 * natural accuracy (NA): clean prediction = label; adversarial accuracy (AA): prediction on ℓ∞ PGD of pure
-  cross-entropy in inference mode, on the same images (method.md §5, §9 quirk 4);
+  cross-entropy in inference mode, on the same images (docs/method.md §5, §9 quirk 4);
 * every correctly classified image is attacked (`AttributionAttack`), and top-k intersection, Kendall's τ,
   Spearman's ρ and the center-of-mass shift of its worst-case iterate are recorded.
 
 Means (with 95 % percentile-bootstrap intervals) are over correctly classified images. An image without a
 label-preserving iterate is counted and, by default, left out of the means; the reference code scored it
-(1, 1, 1), which `failed_attack="reference"` reproduces (method.md §9 quirk 1). Both summaries are reported.
+(1, 1, 1), which `failed_attack="reference"` reproduces (docs/method.md §9 quirk 1). Both summaries are reported.
 """
 import dataclasses
 import hashlib
@@ -32,7 +32,7 @@ METRICS = ("topk", "kendall", "spearman", "center_shift")
 # report is made, so that chunks saved before they existed still load and nothing in the protocol changes
 LENS_METRICS = ("lens_topk", "lens_topk_precision", "lens_topk_div", "lens_kendall", "lens_spearman")
 ALL_METRICS = METRICS + LENS_METRICS
-# what a failed attack scores under the reference rule (method.md §4.5): IN = τ = ρ = 1, no shift; the
+# what a failed attack scores under the reference rule (docs/method.md §4.5): IN = τ = ρ = 1, no shift; the
 # LENS metrics of the unchanged clean map are 1 too
 REFERENCE_FAILED_SCORE = {"topk": 1.0, "kendall": 1.0, "spearman": 1.0, "center_shift": 0.0,
                           **{name: 1.0 for name in LENS_METRICS}}
@@ -247,7 +247,7 @@ def _evaluate_chunk(model, attack, protocol, surrogate, images, labels, first_in
     logits = model(images, training=False)
     check_logits_not_probabilities(keras.ops.convert_to_numpy(logits))
     clean_pred = np.argmax(keras.ops.convert_to_numpy(logits), axis=-1).astype(np.int32)
-    # PGD on pure CE in inference mode, seeded by (seed, first index of the chunk) (method.md §5)
+    # PGD on pure CE in inference mode, seeded by (seed, first index of the chunk) (docs/method.md §5)
     adv = pgd_linf(model, images, labels, epsilon=protocol.pgd_epsilon, step_size=protocol.pgd_step_size,
                    steps=protocol.pgd_steps, random_start=True, bounds=protocol.bounds,
                    seed=tf.constant([protocol.seed, first_index], tf.int64), quantize=protocol.quantize)
@@ -337,7 +337,7 @@ def evaluate_robustness(model, dataset, protocol, *, surrogate=None, chunk_dir=N
     Returns:
       A `RobustnessReport`.
 
-    Reference: method.md §4–§6; failed attacks per §9 quirk 1.
+    Reference: docs/method.md §4–§6; failed attacks per §9 quirk 1.
     """
     protocol = get_protocol(protocol)
     model = unwrap(model)

@@ -152,7 +152,7 @@ def format_markdown(report):
         lines.append(
             f"Attack metrics: means over all {report.num_attacked} correctly classified images; those without "
             f"a label-preserving iterate ({report.num_failed}) are scored (1, 1, 1) as in the reference "
-            "code (method.md §9 quirk 1). 95 % percentile-bootstrap intervals in brackets.")
+            "code (docs/method.md §9 quirk 1). 95 % percentile-bootstrap intervals in brackets.")
     undefined = {k: v for k, v in headline["num_undefined"].items() if v}
     if undefined:
         lines.append(f"Undefined values (constant maps) left out: {undefined}.")

@@ -2,7 +2,7 @@
 
 The artifact needs only TensorFlow to load (`tf.saved_model.load`, `saved_model_cli`, TF Serving): the IG
 computation of `attributions.integrated_gradients` is traced into the `explain` graph with its settings
-(steps, rule, score, baseline) frozen at export time (method.md §2; style.md §8).
+(steps, rule, score, baseline) frozen at export time (docs/method.md §2; docs/conventions.md §8).
 """
 import json
 import os
@@ -138,7 +138,7 @@ def export_saved_model(model, export_dir, *, ig_steps=50, method="riemann_right"
 
     `serve(images)` returns `logits` (N, K), `probabilities` (N, K) and `classes` int32 (N,).
     `explain(images, target)` returns `attributions` (N, H, W, C) (Integrated Gradients, Sundararajan et
-    al. 2017 eq. 1, method.md §2.1), `saliency` (N, H, W) (the normalised map of method.md §3), `target`
+    al. 2017 eq. 1, docs/method.md §2.1), `saliency` (N, H, W) (the normalised map of docs/method.md §3), `target`
     (the resolved class, int32 (N,)), `logits` and `classes`. A target of −1 means the predicted class.
     Inputs are float32 `images` (None, H, W, C) in [0, 1] and int32 `target` (None,); the batch
     dimension is free. Next to the artifact, `attr_robust_tf_export.json` records the package version,
@@ -211,7 +211,7 @@ def export_saved_model(model, export_dir, *, ig_steps=50, method="riemann_right"
             "score": score,
             "baseline": "zeros" if baseline is None else {"shape": list(baseline.shape),
                                                           "values": baseline.tolist()},
-            "saliency": "sum_c |IG|, normalised to sum H*W per image (method.md §3)",
+            "saliency": "sum_c |IG|, normalised to sum H*W per image (docs/method.md §3)",
         },
     }
 

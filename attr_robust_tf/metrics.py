@@ -1,4 +1,4 @@
-"""Attribution-robustness metrics between two saliency maps (method.md §6), per example, plus Keras wrappers.
+"""Attribution-robustness metrics between two saliency maps (docs/method.md §6), per example, plus Keras wrappers.
 
 Every function takes a clean and an adversarial map batch, each (N, H, W) or (N, P), compares row i of
 one with row i of the other over all P = H·W pixels, and returns float32 (N,). None of them is
@@ -42,7 +42,7 @@ def _pair(clean_map, adv_map, *, ranks=(2, 3), nonnegative=False):
 
 
 # ------------------------------------------------------------------------------------------------
-# Top-k intersection (method.md §6.1)
+# Top-k intersection (docs/method.md §6.1)
 # ------------------------------------------------------------------------------------------------
 
 def topk_intersection(clean_map, adv_map, k):
@@ -50,7 +50,7 @@ def topk_intersection(clean_map, adv_map, k):
 
     Ties are broken deterministically, lower flat index first (a stable sort of −S; `tf.math.top_k`
     returns equal values in index order), where the reference uses numpy's unstable argsort
-    (method.md §6.1).
+    (docs/method.md §6.1).
 
     Args:
       clean_map, adv_map: maps (N, H, W) or (N, P).
@@ -79,7 +79,7 @@ def topk_intersection(clean_map, adv_map, k):
 
 
 # ------------------------------------------------------------------------------------------------
-# Kendall's τ-b (method.md §6.2): exact, O(P log P) per map, batched over N
+# Kendall's τ-b (docs/method.md §6.2): exact, O(P log P) per map, batched over N
 # ------------------------------------------------------------------------------------------------
 
 def _new_runs(s):
@@ -226,7 +226,7 @@ def kendall_tau(clean_map, adv_map):
       float32 (N,) in [−1, 1]; NaN where a map is constant.
 
     Reference: Chen et al. 2019 (arXiv 1905.09957), "Kendall's tau rank order correlation" (CO);
-    method.md §6.2.
+    docs/method.md §6.2.
 
     Example:
       >>> float(kendall_tau([[1., 2., 3.]], [[3., 2., 1.]])[0])
@@ -241,7 +241,7 @@ def kendall_tau(clean_map, adv_map):
 
 
 # ------------------------------------------------------------------------------------------------
-# Spearman's ρ (method.md §6.3)
+# Spearman's ρ (docs/method.md §6.3)
 # ------------------------------------------------------------------------------------------------
 
 def _average_ranks(x):
@@ -258,7 +258,7 @@ def spearman_rho(clean_map, adv_map):
     Returns:
       float32 (N,) in [−1, 1]; NaN where a map is constant.
 
-    Reference: method.md §6.3 (computed and printed by the RAR evaluation code).
+    Reference: docs/method.md §6.3 (computed and printed by the RAR evaluation code).
 
     Example:
       >>> float(spearman_rho([[1., 2., 2., 4.]], [[1., 3., 3., 9.]])[0])
@@ -276,7 +276,7 @@ def spearman_rho(clean_map, adv_map):
 
 
 # ------------------------------------------------------------------------------------------------
-# Center-of-mass shift (method.md §4.3, §6.4)
+# Center-of-mass shift (docs/method.md §4.3, §6.4)
 # ------------------------------------------------------------------------------------------------
 
 def _center(maps):
@@ -292,8 +292,8 @@ def _center(maps):
 def center_of_mass_shift(clean_map, adv_map):
     """‖C(clean) − C(adv)‖₂ in pixels, C(S) = Σ_p S_p·(row_p, col_p) / Σ_p S_p, with float centers.
 
-    For maps normalised to sum H·W this is method.md §4.3's C(S) = (Σ S·row, Σ S·col)/(H·W). The
-    reference truncates both centers to int first; we do not (method.md §6.4).
+    For maps normalised to sum H·W this is docs/method.md §4.3's C(S) = (Σ S·row, Σ S·col)/(H·W). The
+    reference truncates both centers to int first; we do not (docs/method.md §6.4).
 
     Args:
       clean_map, adv_map: non-negative maps (N, H, W).
@@ -301,7 +301,7 @@ def center_of_mass_shift(clean_map, adv_map):
     Returns:
       float32 (N,) ≥ 0; NaN where a map sums to 0.
 
-    Reference: Ghorbani et al. 2019 (arXiv 1710.10547) §3, "center of mass"; method.md §6.4.
+    Reference: Ghorbani et al. 2019 (arXiv 1710.10547) §3, "center of mass"; docs/method.md §6.4.
 
     Example:
       >>> float(center_of_mass_shift([[[1., 0.], [0., 0.]]], [[[0., 0.], [0., 1.]]])[0])  # doctest: +ELLIPSIS

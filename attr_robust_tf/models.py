@@ -1,9 +1,9 @@
-"""Reference architectures (method.md §8.3) and small CPU-scale CNNs; all output logits (N, K).
+"""Reference architectures (docs/method.md §8.3) and small CPU-scale CNNs; all output logits (N, K).
 
 Every builder returns a built functional `keras.Model` that takes float images in [0, 1]; any
-normalisation is a layer inside the model, so ε and step sizes stay in pixel units (style.md §1).
+normalisation is a layer inside the model, so ε and step sizes stay in pixel units (docs/conventions.md §1).
 Activations are ReLU-type layers, so `softplus_surrogate(model, beta)` (re-exported here) can build the
-smooth copy that shares the weights (method.md §4.2).
+smooth copy that shares the weights (docs/method.md §4.2).
 """
 import keras
 import tensorflow as tf
@@ -19,7 +19,7 @@ __all__ = ["mnist_cnn", "gtsrb_resnet", "flower_resnet", "cpu_cnn", "tiny_cnn", 
 class PerImageStandardization(keras.layers.Layer):
     """(x − mean(x)) / max(std(x), 1/√(H·W·C)) per image: `tf.image.per_image_standardization`.
 
-    The first layer of the RAR GTSRB/Flower ResNets (method.md §2.6: it makes zero-baseline IG degenerate).
+    The first layer of the RAR GTSRB/Flower ResNets (docs/method.md §2.6: it makes zero-baseline IG degenerate).
     """
 
     def call(self, inputs):
@@ -31,7 +31,7 @@ class PerImageStandardization(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="attr_robust_tf")
 class ChannelPad(keras.layers.Layer):
-    """Zero-pads the channel axis by `before` and `after` channels (the ResNet shortcut, method.md §8.3)."""
+    """Zero-pads the channel axis by `before` and `after` channels (the ResNet shortcut, docs/method.md §8.3)."""
 
     def __init__(self, before, after, **kwargs):
         super().__init__(**kwargs)
@@ -66,7 +66,7 @@ def _check_weight_decay(weight_decay):
 
 
 def mnist_cnn(input_shape=(28, 28, 1), num_classes=10, *, dtype=None):
-    """The MNIST/Fashion-MNIST CNN of the RAR code (Madry MNIST challenge; method.md §8.3).
+    """The MNIST/Fashion-MNIST CNN of the RAR code (Madry MNIST challenge; docs/method.md §8.3).
 
     conv5×5-32 → maxpool 2 → conv5×5-64 → maxpool 2 → dense 1024 → dense K; ReLU, SAME padding,
     truncated-normal(0.1) kernels and constant-0.1 biases. 3,274,634 parameters at 28×28×1, 10 classes.
@@ -89,7 +89,7 @@ def mnist_cnn(input_shape=(28, 28, 1), num_classes=10, *, dtype=None):
 
 
 def _resnet(input_shape, num_classes, units, name, weight_decay, dtype):
-    """The no-BatchNorm pre-activation ResNet of the RAR GTSRB/Flower code (method.md §8.3)."""
+    """The no-BatchNorm pre-activation ResNet of the RAR GTSRB/Flower code (docs/method.md §8.3)."""
     reg = _check_weight_decay(weight_decay)
 
     def act(t):
@@ -103,7 +103,7 @@ def _resnet(input_shape, num_classes, units, name, weight_decay, dtype):
 
     inputs = keras.Input(input_shape, dtype=dtype)
     # the reference feeds 0–255 pixels to the standardisation; its clamp 1/√(HWC) is scale dependent,
-    # so the [0, 1] port rescales first (method.md §2.6, §9 quirk 11)
+    # so the [0, 1] port rescales first (docs/method.md §2.6, §9 quirk 11)
     h = keras.layers.Rescaling(255.0, dtype=dtype)(inputs)
     h = PerImageStandardization(dtype=dtype)(h)
     h = conv(h, 16, 1)

@@ -1,4 +1,4 @@
-"""The training objectives as rows of data (method.md §7.9, style.md §1 rule 13).
+"""The training objectives as rows of data (docs/method.md §7.9, docs/conventions.md §1 rule 13).
 
 Every objective has one shape:
 
@@ -8,10 +8,10 @@ A row names the inner maximisation J (weighted terms of `attacks.inner.TERMS`), 
 (`x` or `x′`), the penalties R_r (`penalties.REGULARIZERS`) and its default settings (a `RobustSettings`).
 `RobustModel` reads rows only; registering a new objective (`register`) needs no change to its `train_step`.
 
-Row defaults are the RAR MNIST values (`RobustSettings()`, method.md §8.2: ε 0.3, 40 PGD steps of 0.01,
+Row defaults are the RAR MNIST values (`RobustSettings()`, docs/method.md §8.2: ε 0.3, 40 PGD steps of 0.01,
 m = 50 outer and m′ = 10 inner IG points; λ 1.0 for IG-NORM and β 0.1 for IG-SUM-NORM); Sarkar et al. 2021
 keeps its own IG points (m = 20, m′ = 5) and weights (0.1), ART its own step count, k and surrogate β
-(method.md §7.7).
+(docs/method.md §7.7).
 """
 import dataclasses
 import types
@@ -178,7 +178,7 @@ class Objective:
         penalties = {}
         for name, reg in (regularizers or {}).items():
             reg_model = surrogate if reg.uses_surrogate and surrogate is not None else model
-            # attribution passes in inference mode: no BatchNorm coupling of path points (style.md §12.10)
+            # attribution passes in inference mode: no BatchNorm coupling of path points (docs/conventions.md §12.10)
             penalties[name] = reg(reg_model, images, labels, adv_images=adv, training=False)
         return x_task, adv, penalties
 
@@ -210,21 +210,21 @@ def names():
 
 register(Objective(
     "natural",
-    reference="Cross-entropy on clean inputs (method.md §7.2).",
+    reference="Cross-entropy on clean inputs (docs/method.md §7.2).",
 ))
 register(Objective(
     "madry",
     task_input="adv",
     inner={"cross_entropy": 1.0},
-    reference="PGD adversarial training, Madry et al. 2018 (arXiv 1706.06083) eq. 2.8; method.md §7.3.",
+    reference="PGD adversarial training, Madry et al. 2018 (arXiv 1706.06083) eq. 2.8; docs/method.md §7.3.",
 ))
 register(Objective(
     "trades",
     inner={"trades_kl": 1.0},
     start="normal",  # x + 0.001·N(0, I), TRADES `trades.py`
     regularizers=("trades_kl",),
-    weights={"trades_kl": 1.0},  # β = 1/λ; 1.0 is the MNIST script default (method.md §7.4)
-    reference="TRADES, Zhang et al. 2019 (arXiv 1901.08573) eq. 5; method.md §7.4.",
+    weights={"trades_kl": 1.0},  # β = 1/λ; 1.0 is the MNIST script default (docs/method.md §7.4)
+    reference="TRADES, Zhang et al. 2019 (arXiv 1901.08573) eq. 5; docs/method.md §7.4.",
 ))
 register(Objective(
     "ig_norm",
@@ -232,7 +232,7 @@ register(Objective(
     regularizers=("ig_norm",),
     weights={"ig_norm": 1.0},  # λ, RAR MNIST/FMNIST config
     reference="IG-NORM, Chen et al. 2019 (RAR, arXiv 1905.09957), objective 'ar' / inner 'ar_approx'; "
-              "method.md §7.5.",
+              "docs/method.md §7.5.",
 ))
 register(Objective(
     "ig_sum_norm",
@@ -241,7 +241,7 @@ register(Objective(
     regularizers=("ig_norm",),
     weights={"ig_norm": 0.1},  # β, RAR MNIST/FMNIST config
     reference="IG-SUM-NORM, Chen et al. 2019 (RAR), objective 'adv_ar' / inner 'adv_ar_approx'; "
-              "method.md §7.6.",
+              "docs/method.md §7.6.",
 ))
 register(Objective(
     "art",
@@ -251,9 +251,9 @@ register(Objective(
     weights={"art": 0.5},  # ART `cifar_robust_train.py`
     attack_steps=3,  # ART: 3 steps of 5/255 at ε = 8/255; the step keeps ART's ratio a/ε = 5/8
     step_size=0.1875,
-    surrogate_beta=50.0,  # softplus β = 50 branch for the gradients (method.md §4.2)
+    surrogate_beta=50.0,  # softplus β = 50 branch for the gradients (docs/method.md §4.2)
     top_k=1000,
-    reference="ART, Singh et al. 2020 (ECCV), `cifar_robust_train.py`, `loss_art.py`; method.md §7.7.",
+    reference="ART, Singh et al. 2020 (ECCV), `cifar_robust_train.py`, `loss_art.py`; docs/method.md §7.7.",
 ))
 register(Objective(
     "sarkar2021",
@@ -263,7 +263,7 @@ register(Objective(
     weights={"cacr": 0.1, "wacr": 0.1},  # one λ = 0.1 for both in the released code
     ig_steps=20,  # m = 20 for B, ΔA, A_T, A_N
     inner_ig_steps=5,  # k ∈ {4, 8, 12, 16, 20} of m = 20
-    reference="Sarkar et al. 2021 (arXiv 2012.14395), `Flower/model.py`, `train_our.py`; method.md §7.8.",
+    reference="Sarkar et al. 2021 (arXiv 2012.14395), `Flower/model.py`, `train_our.py`; docs/method.md §7.8.",
 ))
 register(Objective(
     "igr",

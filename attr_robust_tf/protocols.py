@@ -1,6 +1,6 @@
 """Evaluation protocol presets: the attribution attack, PGD and image selection of each dataset.
 
-`<dataset>:reference` are the settings of the RAR / Sarkar evaluation code (method.md §4.6 for the attack,
+`<dataset>:reference` are the settings of the RAR / Sarkar evaluation code (docs/method.md §4.6 for the attack,
 §5 for PGD, §6 for the metrics). `<dataset>:cpu` keep ε, the step sizes and k but shrink what dominates the
 cost (IG points, iterations, restarts, images) so that a 2-core CPU finishes in minutes; `<dataset>:medium`
 (MNIST, Fashion-MNIST) are the cpu presets with 1,000 images and 3 restarts; each preset's
@@ -21,7 +21,7 @@ _OPTIONAL_FIELDS = {"ensemble": None, "lens_window": LENS_WINDOW, "bounds": (0.0
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    """One evaluation protocol (all pixel quantities in [0, 1] units, method.md §1).
+    """One evaluation protocol (all pixel quantities in [0, 1] units, docs/method.md §1).
 
     Attributes:
       name: the preset name, e.g. "fmnist:cpu".
@@ -29,10 +29,10 @@ class Protocol:
       num_images: evaluate the first `num_images` images of the split from `offset` (None: all).
       offset: index of the first image (also seeds the restarts: see `AttributionAttack`).
       method, epsilon, step_size, steps, restarts, k_attack, k_eval, ig_steps, surrogate_beta, quantize:
-        the attribution attack (method.md §4).
+        the attribution attack (docs/method.md §4).
       pgd_epsilon, pgd_step_size, pgd_steps: PGD on pure cross-entropy for adversarial accuracy (§5).
       failed_attack: "exclude" (default: images without a label-preserving iterate are left out of the means
-        and counted) or "reference" (they score (1, 1, 1) as in the reference code, method.md §9 quirk 1).
+        and counted) or "reference" (they score (1, 1, 1) as in the reference code, docs/method.md §9 quirk 1).
         Both summaries are always computed; this picks the headline.
       bootstrap_samples: resamples of the 95 % percentile bootstrap interval of each mean.
       chunk_size: images per saved chunk (the unit of resuming).
@@ -134,25 +134,25 @@ class Protocol:
         return dataclasses.replace(self, **overrides)
 
 
-# Reference settings: RAR configs (method.md §4.6, §5); ε and steps of GTSRB/Flower divided by 255.
+# Reference settings: RAR configs (docs/method.md §4.6, §5); ε and steps of GTSRB/Flower divided by 255.
 _MNIST = dict(dataset="mnist", epsilon=0.3, step_size=0.01, steps=100, restarts=3, k_attack=200, k_eval=100,
               pgd_epsilon=0.3, pgd_step_size=0.01, pgd_steps=40)
 _FMNIST = dict(dataset="fashion_mnist", epsilon=0.1, step_size=0.01, steps=100, restarts=3, k_attack=100,
                k_eval=100, pgd_epsilon=0.1, pgd_step_size=0.01, pgd_steps=20)
 _GTSRB = dict(dataset="gtsrb", epsilon=8 / 255, step_size=1 / 255, steps=50, restarts=3, k_attack=100,
               k_eval=100, pgd_epsilon=8 / 255, pgd_step_size=2 / 255, pgd_steps=7,
-              quantize=255)  # the reference casts iterates to int32 on 0–255 (method.md §9 quirk 3)
+              quantize=255)  # the reference casts iterates to int32 on 0–255 (docs/method.md §9 quirk 3)
 _FLOWER = dict(dataset="flower17", epsilon=8 / 255, step_size=1 / 255, steps=100, restarts=3, k_attack=1000,
                k_eval=1000, pgd_epsilon=8 / 255, pgd_step_size=2 / 255, pgd_steps=7, quantize=255)
 
-_REFERENCE_NOTE = ("Reference settings (RAR/Sarkar evaluation code, method.md §4.6, §5): {what}. Honest scoring "
-                   "(method.md §9): failed attacks excluded and counted, random restarts, stable ties.")
+_REFERENCE_NOTE = ("Reference settings (RAR/Sarkar evaluation code, docs/method.md §4.6, §5): {what}. Honest scoring "
+                   "(docs/method.md §9): failed attacks excluded and counted, random restarts, stable ties.")
 
 PRESETS = {
     "mnist:reference": Protocol(
         name="mnist:reference", num_images=10000, **_MNIST,
         note=_REFERENCE_NOTE.format(what="all 10,000 test images, 100 iterations × 3 runs, 100 IG points; "
-                                         "about 40 s per image on 2 CPU cores (method.md §11.3)")),
+                                         "about 40 s per image on 2 CPU cores (docs/method.md §11.3)")),
     "mnist:cpu": Protocol(
         name="mnist:cpu", **{**_MNIST, "steps": 40, "restarts": 1}, ig_steps=20, num_images=200,
         note="CPU shrink of mnist:reference: first 200 test images (not 10,000), 40 iterations (not 100; "
@@ -188,7 +188,7 @@ PRESETS = {
     "flower17:reference": Protocol(
         name="flower17:reference", num_images=136, **_FLOWER,
         note=_REFERENCE_NOTE.format(what="all 136 test images, 100 iterations × 3 runs, 100 IG points, "
-                                         "k = 1,000 of 16,384 pixels; GPU work in practice (method.md §11.3)")),
+                                         "k = 1,000 of 16,384 pixels; GPU work in practice (docs/method.md §11.3)")),
     "flower17:cpu": Protocol(
         name="flower17:cpu", **{**_FLOWER, "steps": 10, "restarts": 1}, ig_steps=10, num_images=17,
         chunk_size=4,

@@ -8,7 +8,7 @@ The wrapper delegates `call` to the wrapped model and overrides only `train_step
 with the task loss from `compile(loss=...)` (`compute_loss`: sample weights, `model.losses`, 1/R scaling) and
 the penalties R_r of the objective row (objectives.py). All settings are one `RobustSettings` (settings.py):
 the row's defaults with the constructor's overrides. The inner attack and every attribution map run
-inside the outer `tf.GradientTape`, so ∇_θ L contains the double-backprop terms (style.md §4, §12).
+inside the outer `tf.GradientTape`, so ∇_θ L contains the double-backprop terms (docs/conventions.md §4, §12).
 """
 import difflib
 
@@ -102,14 +102,14 @@ class RobustModel(keras.Model):
     as a metric: `loss` (total), `ce` (the compiled task loss) and one per regularizer (its unweighted batch
     mean); compiled metrics see the task input (x′ for `madry`, `ig_sum_norm`, `art`, `sarkar2021`).
     `compile()` is Keras' own: pass `jit_compile=False` explicitly (XLA is about 2× slower on CPU and fails
-    under MirroredStrategy on logical CPUs, stack.md §5; Keras' "auto" turns it on for single GPUs).
+    under MirroredStrategy on logical CPUs, docs/stack.md §5; Keras' "auto" turns it on for single GPUs).
 
     Example:
       >>> robust = RobustModel(models.tiny_cnn(), "ig_norm", ig_steps=4, inner_ig_steps=2, attack_steps=2)
       >>> robust.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
       >>> robust.fit(images, labels, epochs=1, batch_size=8)  # doctest: +SKIP
 
-    Reference: the objectives of method.md §7 (Madry 2018, TRADES 2019, RAR 2019, ART 2020, Sarkar 2021).
+    Reference: the objectives of docs/method.md §7 (Madry 2018, TRADES 2019, RAR 2019, ART 2020, Sarkar 2021).
     """
 
     def __init__(self, model, objective="sarkar2021", *, weights=None, **overrides):

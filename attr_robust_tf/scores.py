@@ -1,4 +1,4 @@
-"""The scalar that is attributed: `fn(logits (N, K), target (N,)) -> (N,)` (method.md §2.4)."""
+"""The scalar that is attributed: `fn(logits (N, K), target (N,)) -> (N,)` (docs/method.md §2.4)."""
 import tensorflow as tf
 
 from attr_robust_tf import _checks
@@ -30,7 +30,7 @@ def log_probability(logits, target):
 
 
 def cross_entropy(logits, target):
-    """−log p_y(z): RAR's IG-NORM / IG-SUM-NORM loss (stable log_softmax, method.md §9 quirk 6)."""
+    """−log p_y(z): RAR's IG-NORM / IG-SUM-NORM loss (stable log_softmax, docs/method.md §9 quirk 6)."""
     return -log_probability(logits, target)
 
 

@@ -1,7 +1,7 @@
-"""Smooth surrogate of a piecewise-linear network that shares the original weights (method.md §4.2).
+"""Smooth surrogate of a piecewise-linear network that shares the original weights (docs/method.md §4.2).
 
 ReLU networks are piecewise linear, so the input-Hessian of any score is zero almost everywhere and an
-attack on an attribution map gets no gradient (method.md §2.5). The surrogate replaces every piecewise-linear
+attack on an attribution map gets no gradient (docs/method.md §2.5). The surrogate replaces every piecewise-linear
 activation by a smooth counterpart built from `softplus_β(z) = log(1 + e^{βz})/β` (sup-distance log 2/β to
 relu), while every weight-bearing layer is the *same* layer object as in the original model, so the surrogate
 always sees the current weights and gradients reach them:

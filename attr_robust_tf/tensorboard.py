@@ -1,7 +1,7 @@
 """TensorBoard logging of attribution robustness: clean vs attacked maps and the protocol's metrics.
 
 Each chosen epoch runs the evaluation protocol (`evaluation.evaluate_robustness`: natural and PGD accuracy,
-then the Ghorbani et al. 2019 attribution attack on the correctly classified images, method.md §4–§6) on a
+then the Ghorbani et al. 2019 attribution attack on the correctly classified images, docs/method.md §4–§6) on a
 fixed subset and writes, next to Keras' own `TensorBoard` runs:
 
 * scalars `robustness/<metric>`: natural_accuracy, pgd_accuracy, topk, kendall, spearman, center_shift,
@@ -28,7 +28,7 @@ def attribution_panels(clean_images, clean_maps, adversarial_images, adversarial
 
     Args:
       clean_images, adversarial_images: (N, H, W, C) in [0, 1], C = 1 or 3.
-      clean_maps, adversarial_maps: (N, H, W) non-negative saliency maps (method.md §3).
+      clean_maps, adversarial_maps: (N, H, W) non-negative saliency maps (docs/method.md §3).
       gap: width in pixels of the white separator between the four tiles.
 
     Returns:
@@ -88,7 +88,7 @@ class AttributionTensorBoard(RobustnessCallback):
       >>> model.fit(x, y, epochs=4, callbacks=[keras.callbacks.TensorBoard("runs/x/tb"), cb])  # doctest: +SKIP
 
     Reference: attack and metrics of Ghorbani et al. 2019 (arXiv 1710.10547) as in RAR (arXiv 1905.09957);
-    method.md §4–§6.
+    docs/method.md §4–§6.
     """
 
     def __init__(self, log_dir, images, labels, protocol="tiny", *, epochs=None, every=1, max_images=4,

@@ -1,10 +1,10 @@
 """KerasTuner search over the robustness knobs of a `RobustModel` (regularizer weights, ε, learning rate).
 
 A search space is a tuple of `(dotted_path, kind, low, high)` entries (`ConfigDict` rejects dotted keys,
-style.md §6), e.g. `("robust.weights.ig_norm", "log", 1e-3, 1.0)`. `RobustHyperModel.build` samples each
+docs/conventions.md §6), e.g. `("robust.weights.ig_norm", "log", 1e-3, 1.0)`. `RobustHyperModel.build` samples each
 entry and hands the `{dotted_path: value}` dict to a user builder that returns a built, compiled
 `RobustModel`; `fit` trains it and returns the final epoch's metrics plus a post-training evaluation (e.g.
-the top-k intersection of the attribution attack on a fixed validation subset, method.md §6.1).
+the top-k intersection of the attribution attack on a fixed validation subset, docs/method.md §6.1).
 
 The best values are written as a flat JSON file `{dotted_path: value}`, the format of
 `config_utils.override` and of `tools/train.py --overrides=...`.
@@ -146,7 +146,7 @@ def robustness_evaluator(images, labels, protocol="tiny", *, prefix="val_attr_",
     """A post-training evaluation for `RobustHyperModel(evaluate=...)`.
 
     Runs `evaluation.evaluate_robustness` (the attribution attack of the protocol on the correctly
-    classified images of a fixed subset, method.md §4–§6) and returns {prefix + name: value} for
+    classified images of a fixed subset, docs/method.md §4–§6) and returns {prefix + name: value} for
     natural_accuracy, pgd_accuracy, topk, kendall, spearman, center_shift and failed. With the default
     prefix the tuner objective is `Objective("val_attr_topk", "max")`.
     """
@@ -217,7 +217,7 @@ class RobustHyperModel(keras_tuner.HyperModel):
                             f"{type(model).__name__}.")
         if not model.built or getattr(model, "optimizer", None) is None or not getattr(model, "compiled", False):
             raise ValueError(
-                "`build_model` must return a built, compiled model: the tuner must not compile it (style.md "
+                "`build_model` must return a built, compiled model: the tuner must not compile it (docs/conventions.md "
                 f"§8). Received: {type(model).__name__} with built={model.built}, optimizer="
                 f"{getattr(model, 'optimizer', None)!r}. Call model.compile(...) inside build_model.")
         return model
@@ -257,7 +257,7 @@ def make_tuner(kind, hypermodel, objective, *, directory, project_name="tune", m
     for key in ("optimizer", "loss", "metrics"):
         if key in kwargs:
             raise ValueError(f"`{key}` must not be passed to the tuner: build_model compiles the RobustModel "
-                             "with its own trackers, which a tuner recompile would break (stack.md §3 item 11).")
+                             "with its own trackers, which a tuner recompile would break (docs/stack.md §3 item 11).")
     common = dict(objective=objective, directory=str(directory), project_name=project_name, seed=seed,
                   overwrite=overwrite, distribution_strategy=distribution_strategy, **kwargs)
     if kind == "hyperband":

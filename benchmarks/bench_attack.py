@@ -3,7 +3,7 @@
   .venv/bin/python benchmarks/bench_attack.py [--images=8] [--steps=2] [--memory_budget_mb=4096]
 
 Both runs use `AttributionAttack` with the same settings; "one at a time" sets `images_per_chunk=1`, as the
-reference evaluation loop does (method.md §9 quirk 16). The model is the RAR MNIST CNN (method.md §8.3,
+reference evaluation loop does (docs/method.md §9 quirk 16). The model is the RAR MNIST CNN (docs/method.md §8.3,
 randomly initialised: the cost of a step does not depend on the weights) on real MNIST test images. Each
 setting is first traced once, then timed over `--steps` iterations; the cost per iteration is constant, so
 images/s of the full attack = 1 / (seconds per image-iteration × iterations). The last line prints the

@@ -3,8 +3,8 @@
   .venv/bin/python benchmarks/bench_attributions.py [--images=16] [--steps=50] [--repeats=5] [--batches=4] [--maps=16]
 
 IG: `integrated_gradients` versus tf-explain's raw IG computation (`generate_interpolations` +
-`get_integrated_gradients`, the two steps before its picture rendering; stack.md §3) on the same Keras CNN
-(the RAR MNIST CNN of method.md §8.3, randomly initialised: the cost does not depend on the weights or the
+`get_integrated_gradients`, the two steps before its picture rendering; docs/stack.md §3) on the same Keras CNN
+(the RAR MNIST CNN of docs/method.md §8.3, randomly initialised: the cost does not depend on the weights or the
 pixel values) at MNIST size (28×28×1, 10 classes) and GTSRB size (32×32×3, 43 classes), 50 path points.
 Two workloads:
 
@@ -134,7 +134,7 @@ def bench_kendall(args, rng):
     n = args.maps
     shape = (n, p)
     continuous = rng.random(shape).astype(np.float32)
-    # zero-baseline IG maps: exact zeros wherever the image is black (method.md §3), distinct values elsewhere
+    # zero-baseline IG maps: exact zeros wherever the image is black (docs/method.md §3), distinct values elsewhere
     zeros = np.where(rng.random(shape) < 0.6, 0.0, rng.random(shape)).astype(np.float32)
     # few distinct values (quantised maps): Kendall counts by contingency-table cells
     levels = np.where(rng.random(shape) < 0.6, 0.0, rng.integers(1, 20, shape)).astype(np.float32)

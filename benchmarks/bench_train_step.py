@@ -4,7 +4,7 @@ For each model (the RAR MNIST CNN and the CPU CNN) and each registered objective
 is timed (tf.function, no XLA unless --jit) on a fixed batch. Printed per row:
 
 * img/s and the slowdown against `natural` measured in the same run;
-* the floor: the passes the objective needs per batch (method.md §11.1) × the measured cost of one pass,
+* the floor: the passes the objective needs per batch (docs/method.md §11.1) × the measured cost of one pass,
   where P1 = forward + one backward (an input or parameter gradient) and P2 = forward + backward + the
   backward of that backward (a double-backprop path point), each timed on its own in this run;
 * the ratio step / floor (the overhead of the library over the bare passes). Goal: sarkar2021 ≤ 1.25.
@@ -27,7 +27,7 @@ from attr_robust_tf.robust_model import RobustModel  # noqa: E402
 
 
 def pass_counts(name, k, m, m_inner):
-    """(P1, P2) passes per batch (method.md §11.1), K inner steps, m outer and m′ inner IG points."""
+    """(P1, P2) passes per batch (docs/method.md §11.1), K inner steps, m outer and m′ inner IG points."""
     table = {
         "natural": (1, 0),
         "madry": (k + 1, 0),

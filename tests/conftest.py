@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 # Two logical CPU devices so tf.distribute tests can run MirroredStrategy on one machine.
-# Must happen before any op runs (stack.md §3 item 13).
+# Must happen before any op runs (docs/stack.md §3 item 13).
 _cpus = tf.config.list_physical_devices("CPU")
 try:
     tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)

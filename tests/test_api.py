@@ -1,4 +1,4 @@
-"""The public surface: exports, the import graph of style.md §2, the backend message, lazy extras."""
+"""The public surface: exports, the import graph of docs/conventions.md §2, the backend message, lazy extras."""
 import ast
 import os
 import pathlib
@@ -11,7 +11,7 @@ import attr_robust_tf
 
 PACKAGE = pathlib.Path(attr_robust_tf.__file__).parent
 
-# Layers of style.md §2: a module may import only from strictly lower layers (or its own subpackage).
+# Layers of docs/conventions.md §2: a module may import only from strictly lower layers (or its own subpackage).
 LAYERS = {
     "errors": 0, "version": 0, "_checks": 0, "_files": 0, "_tensors": 0, "surrogate": 0, "distribute": 0,
     "scores": 1, "data": 1, "metrics": 1, "models": 1,

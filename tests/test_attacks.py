@@ -147,7 +147,7 @@ class InvariantTest(testing.TestCase):
 
 
 def naive_topk_attack(model, x, *, epsilon, step_size, steps, k, ig_steps):
-    """One image, eager, written from method.md §4.3–§4.5: the oracle of the kept iterate."""
+    """One image, eager, written from docs/method.md §4.3–§4.5: the oracle of the kept iterate."""
     surrogate = softplus_surrogate(model, beta=1.0)
     y = np.argmax(model(x).numpy(), axis=-1)
     clean = real_map(model, x, y, ig_steps)[0]

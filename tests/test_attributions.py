@@ -200,7 +200,7 @@ class CompletenessTest(TestCase):
             self.assertLess(errs[2], 0.02 * scale, method)
 
     def test_loss_scores_are_complete(self):
-        # Σ IG = s(x) − s(x₀) for the probability-type scores too (scores.py, method.md §2.4)
+        # Σ IG = s(x) − s(x₀) for the probability-type scores too (scores.py, docs/method.md §2.4)
         model = small_cnn((8, 8, 1), classes=3)
         x = _images(3, (8, 8, 1), seed=7)
         t = np.array([0, 1, 2], "int32")

@@ -1,4 +1,4 @@
-"""Configs: every file and variant validates, reference values match method.md, bad configs fail clearly."""
+"""Configs: every file and variant validates, reference values match docs/method.md, bad configs fail clearly."""
 import glob
 import importlib.util
 import json
@@ -50,7 +50,7 @@ def test_every_variant_validates(name):
         if key in reference.robust:
             assert cpu.robust[key] <= reference.robust[key]
     assert cpu.eval.protocol == reference.eval.protocol.replace(":reference", ":cpu")
-    # tiny: style.md §6
+    # tiny: docs/conventions.md §6
     assert tiny.data.name == "synthetic" and tiny.data.image_shape == (8, 8, 1)
     assert tiny.model.name == "tiny_cnn" and tiny.train.batch_size == 8 and tiny.train.epochs == 2
     assert tiny.robust.get("ig_steps", 0) <= 4 and tiny.robust.get("inner_ig_steps", 0) <= 4
@@ -63,7 +63,7 @@ def test_tiny_file_takes_the_objective():
     assert load("tiny", "madry").to_dict() == load("fmnist_madry", "tiny").to_dict()
 
 
-# Reference values typed in from method.md (§4.6, §5, §7, §8.2, §8.3), independently of configs/common.py.
+# Reference values typed in from docs/method.md (§4.6, §5, §7, §8.2, §8.3), independently of configs/common.py.
 @pytest.mark.parametrize("name, expected", [
     ("mnist_madry", {"data.name": "mnist", "model.name": "mnist_cnn", "seed": 4557077, "lr": 1e-4,
                      "train.optimizer": "adam", "train.batch_size": 50, "robust.epsilon": 0.3,

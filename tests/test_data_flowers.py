@@ -1,4 +1,4 @@
-"""Flower-17 and Flowers-102 on fixture trees in the official layouts (data.md §4, §5, §7)."""
+"""Flower-17 and Flowers-102 on fixture trees in the official layouts (docs/datasets.md §4, §5, §7)."""
 import os
 
 import fixtures_data as fx
@@ -26,7 +26,7 @@ def test_flower17_label_rule_and_index_order(tmp_path, monkeypatch, archive):
     images, labels = data.arrays("flower17", "all", data_dir=root, image_size=8)
     assert images.shape == (1360, 8, 8, 3) and labels.dtype == np.int32
     index = np.arange(1, 1361)
-    np.testing.assert_array_equal(labels, (index - 1) // 80)  # data.md §4.2
+    np.testing.assert_array_equal(labels, (index - 1) // 80)  # docs/datasets.md §4.2
     np.testing.assert_array_equal(_index_of(images), index)
     assert data.info("flower17").image_shape == (128, 128, 3)
     assert data.info("flower17").class_names[(1281 - 1) // 80] == "Pansy"
@@ -38,7 +38,7 @@ def test_rar_protocol_counts_determinism_and_seed():
     assert not set(train) & set(test) and len(set(train) | set(test)) == 1360
     np.testing.assert_array_equal(np.bincount(train // 80), [72] * 17)
     np.testing.assert_array_equal(np.bincount(test // 80), [8] * 17)
-    # Oracle: the naive walk of the reference (data.md §4.3) written independently.
+    # Oracle: the naive walk of the reference (docs/datasets.md §4.3) written independently.
     np.random.seed(4557077)
     perm = np.random.permutation(1360)
     seen, ref_train, ref_test = {}, [], []
@@ -67,7 +67,7 @@ def test_rar_splits_through_the_loader(tmp_path, monkeypatch):
 
 
 def test_reference_label_permutation():
-    # data.md §4.3 table, written out.
+    # docs/datasets.md §4.3 table, written out.
     assert data.FLOWER17_REFERENCE_LABELS == (0, 1, 9, 10, 11, 12, 13, 14, 15, 16, 2, 3, 4, 5, 6, 7, 8)
 
 

@@ -1,4 +1,4 @@
-"""GTSRB final protocol on fixture trees in the official layout (data.md §3, §7)."""
+"""GTSRB final protocol on fixture trees in the official layout (docs/datasets.md §3, §7)."""
 import os
 
 import fixtures_data as fx

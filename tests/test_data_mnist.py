@@ -79,7 +79,7 @@ def test_decompressed_checksum_accepts_every_packaging(tmp_path, monkeypatch):
     arrays = fx.make_idx_arrays()
     fx.write_idx(tmp_path / "a", arrays, gz=True, monkeypatch=monkeypatch)
     fx.write_idx(tmp_path / "b", arrays, gz=False)
-    # A re-gzipped copy with a different header (mtime, stored file name), like Debian's (data.md §2.2).
+    # A re-gzipped copy with a different header (mtime, stored file name), like Debian's (docs/datasets.md §2.2).
     os.makedirs(tmp_path / "c")
     for role, name in fx.IDX_NAMES.items():
         with open(tmp_path / "c" / (name + ".gz"), "wb") as raw:
@@ -184,7 +184,7 @@ def test_splits_limit_offset_and_resize(tmp_path, monkeypatch):
     train, _ = data.arrays("mnist", "train", data_dir=tmp_path)
     val, val_labels = data.arrays("mnist", "validation", data_dir=tmp_path)
     assert len(train) == 12 and len(val) == 5000
-    np.testing.assert_array_equal(train, full[5000:])  # data.md §1.7
+    np.testing.assert_array_equal(train, full[5000:])  # docs/datasets.md §1.7
     np.testing.assert_array_equal(val_labels, full_labels[:5000])
     part, part_labels = data.arrays("mnist", "validation", data_dir=tmp_path, offset=4995, limit=10)
     np.testing.assert_array_equal(part, full[4995:5000])
@@ -217,7 +217,7 @@ def _hub_pickle(tmp_path, monkeypatch, n=(40, 10, 12)):
 def test_hub_pickle_rebuilds_official_order_and_is_cached_on_disk(tmp_path, monkeypatch):
     train, train_labels, test = _hub_pickle(tmp_path, monkeypatch)
     images, labels = data.arrays("mnist", "train_full")
-    np.testing.assert_array_equal(images[..., 0], train)  # train + valid, in that order (data.md §1.4)
+    np.testing.assert_array_equal(images[..., 0], train)  # train + valid, in that order (docs/datasets.md §1.4)
     np.testing.assert_array_equal(labels, train_labels)
     calls = []
     monkeypatch.setattr(mnist, "restricted_load", lambda b: calls.append(1))

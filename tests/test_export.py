@@ -161,7 +161,7 @@ class ExportTest(TestCase):
 
     def test_subclassed_quadratic_closed_form(self):
         # s(x) = ½ xᵀAx (a subclassed model built by one call): right-Riemann IG with S points is exactly
-        # (S+1)/(2S)·x ⊙ (Ax) for A symmetric (method.md §2.2, style.md §10).
+        # (S+1)/(2S)·x ⊙ (Ax) for A symmetric (docs/method.md §2.2, docs/conventions.md §10).
         rng = np.random.default_rng(3)
         b = rng.normal(size=(16, 16))
         a = (b + b.T) / 2

@@ -23,7 +23,7 @@ def _naive_mnist_cnn(weights, x):
 
 
 def _naive_resnet(weights, x, units):
-    """The RAR pre-activation ResNet (method.md §8.3) from its weight list, with raw TF ops."""
+    """The RAR pre-activation ResNet (docs/method.md §8.3) from its weight list, with raw TF ops."""
     act = lambda t: tf.nn.leaky_relu(t, 0.1)  # noqa: E731
     kernels = list(weights[:-2])
     h = x * 255.0
@@ -61,7 +61,7 @@ class ModelsTest(testing.TestCase):
         ("flower_resnet", "flower_resnet", {}, 75_265, 17),
     )
     def test_reference_parameter_counts(self, name, kwargs, count, classes):
-        # method.md §8.3: counts measured on the reference architectures
+        # docs/method.md §8.3: counts measured on the reference architectures
         model = models.get(name, **kwargs)
         self.assertEqual(model.count_params(), count)
         self.assertEqual(model.output_shape, (None, classes))
@@ -87,7 +87,7 @@ class ModelsTest(testing.TestCase):
         self.assertAllClose(model(x), _naive_resnet(weights, x, units), atol=1e-4, rtol=1e-4)
 
     def test_resnet_is_scale_invariant_through_the_standardisation(self):
-        # method.md §2.6: once α·std(255x) ≥ 1/√(HWC) the logits are invariant to x → αx
+        # docs/method.md §2.6: once α·std(255x) ≥ 1/√(HWC) the logits are invariant to x → αx
         model = models.gtsrb_resnet()
         x = tf.random.stateless_uniform((2, 32, 32, 3), [5, 6])
         self.assertAllClose(model(x), model(0.25 * x), atol=1e-4, rtol=1e-4)
@@ -95,7 +95,7 @@ class ModelsTest(testing.TestCase):
     def test_weight_decay_is_the_reference_l2_loss_on_kernels(self):
         model = models.flower_resnet(input_shape=(16, 16, 3), num_classes=4, weight_decay=2e-4)
         kernels = [w for w in model.trainable_weights if len(w.shape) > 1]
-        expected = 2e-4 * sum(float(tf.nn.l2_loss(k)) for k in kernels)  # w_d·Σ‖W‖²/2 (method.md §7.8)
+        expected = 2e-4 * sum(float(tf.nn.l2_loss(k)) for k in kernels)  # w_d·Σ‖W‖²/2 (docs/method.md §7.8)
         self.assertAllClose(float(sum(model.losses)), expected, rtol=1e-5)
         self.assertEqual(len(model.losses), len(kernels))  # no bias is decayed
 

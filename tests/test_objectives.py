@@ -1,6 +1,6 @@
 """Every objective's loss on one batch against a naive float64 reference that loops image by image.
 
-The reference is written from method.md §7 with raw TF ops on the MLP's weight matrices (its own forward pass,
+The reference is written from docs/method.md §7 with raw TF ops on the MLP's weight matrices (its own forward pass,
 scores, IG sums, PGD loop and softplus-β surrogate); it shares nothing with the library except the random
 start point, which is an input of the attack (drawn from the documented (seed, step) stream).
 """
@@ -24,13 +24,13 @@ SETTINGS = dict(epsilon=0.1, step_size=0.03, attack_steps=2, ig_steps=3, inner_i
 
 
 class Reference:
-    """Naive per-image float64 implementation of method.md §7 for a one-hidden-layer MLP."""
+    """Naive per-image float64 implementation of docs/method.md §7 for a one-hidden-layer MLP."""
 
     def __init__(self, weights, settings):
         self.w1, self.b1, self.w2, self.b2 = (tf.constant(w, tf.float64) for w in weights)
         self.s = settings
 
-    # forward passes: ReLU network and its softplus-β surrogate (method.md §4.2)
+    # forward passes: ReLU network and its softplus-β surrogate (docs/method.md §4.2)
     def logits(self, z, beta=None):
         u = z @ self.w1 + self.b1
         h = tf.nn.relu(u) if beta is None else tf.math.softplus(beta * u) / beta
@@ -77,7 +77,7 @@ class Reference:
         u = 1.0 / int(a.shape[0])
         return tf.reduce_sum(u * tf.math.log(u / p))
 
-    # inner objectives J(x′) (method.md §7.9)
+    # inner objectives J(x′) (docs/method.md §7.9)
     def inner_objective(self, name, x, y, adv, mask=None):
         s = self.s
         ig_l1 = lambda: tf.reduce_sum(tf.abs(self.ig(adv, y, "ce", s["inner_ig_steps"], baseline=x)))  # noqa
@@ -116,7 +116,7 @@ class Reference:
             adv = tf.clip_by_value(tf.clip_by_value(adv, x - eps, x + eps), 0.0, 1.0)
         return adv
 
-    # outer penalties (method.md §7.4–§7.8)
+    # outer penalties (docs/method.md §7.4–§7.8)
     def penalty(self, name, x, y, adv):
         m = self.s["ig_steps"]
         if name == "ig_norm":
@@ -255,7 +255,7 @@ class ObjectivesTest(testing.TestCase):
         self.assertGreater(float(tf.reduce_max(tf.abs(adv - start))), 0.0)  # the ascent moved
 
     def test_ig_sum_norm_with_zero_beta_is_madry(self):
-        # method.md §7.6: with β = 0 the inner objective and the loss are exactly PGD-AT's
+        # docs/method.md §7.6: with β = 0 the inner objective and the loss are exactly PGD-AT's
         x, y = _data()
         madry = self._robust("madry").evaluate(x, y, batch_size=N, verbose=0, return_dict=True)
         zero = self._robust("ig_sum_norm", weights={"ig_norm": 0.0})

@@ -141,7 +141,7 @@ class RegularizersTest(testing.TestCase):
 
     @parameterized.parameters("ig_norm", "cacr", "wacr", "art")
     def test_parameter_gradient_is_nonzero_and_matches_finite_differences(self, name):
-        # ReLU net: input-Hessian 0, but ∂(∇ₓs)/∂θ ≠ 0, so attribution penalties train θ (method.md §2.5)
+        # ReLU net: input-Hessian 0, but ∂(∇ₓs)/∂θ ≠ 0, so attribution penalties train θ (docs/method.md §2.5)
         model, _ = _mlp(seed=2)
         x, y, adv = (tf.constant(v) for v in _batch(seed=3))
         reg = regularizers.build(name, steps=4)

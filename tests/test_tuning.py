@@ -130,7 +130,7 @@ class HyperModelTest(TestCase):
         with self.assertRaisesRegex(ValueError, "`max_epochs` must be an integer >= 2"):
             tuning.make_tuner("hyperband", hypermodel, ("loss", "min"), directory=self.tmp)
 
-    # reloading weights into a fresh, never-trained optimizer is expected (stack.md §8)
+    # reloading weights into a fresh, never-trained optimizer is expected (docs/stack.md §8)
     @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
     def test_two_trial_search_reload_and_overrides(self):
         x, y = data.synthetic(32, as_arrays=True, seed=1)

@@ -1,7 +1,7 @@
 """Attribution attacks: change an image's IG map while its label stays (Ghorbani, Abid & Zou 2019).
 
 Ghorbani et al., AAAI 2019 (arXiv 1710.10547) §3, as implemented in the RAR / Sarkar `ig_attack.py` and
-summarised in method.md §4. Per step t, for every (image, restart) row at once:
+summarised in docs/method.md §4. Per step t, for every (image, restart) row at once:
 
   d_t      = −∇_{x̃} L(S̃(x̃_t))               (surrogate map S̃; a random sign for `random_sign`)
   x̃_{t+1}  = Π_{x,ε}(x̃_t + a·sign(d_t))       (ℓ∞ ball ∩ valid range, optionally the 1/q grid)
@@ -9,7 +9,7 @@ summarised in method.md §4. Per step t, for every (image, restart) row at once:
 
 and the iterate with the lowest criterion c is kept. Restart 0 starts at x; restarts r ≥ 1 start at a
 uniform point of the ball, seeded by (seed, example index, r), so a batched attack equals the same attack
-run one image at a time. What we do differently from the reference code is listed in method.md §9.
+run one image at a time. What we do differently from the reference code is listed in docs/method.md §9.
 """
 import warnings
 import weakref
@@ -31,7 +31,7 @@ from attr_robust_tf.surrogate import softplus_surrogate
 def mass_center(maps):
     """C(S) = (Σ_p S_p·row_p, Σ_p S_p·col_p) / Σ_p S_p, float pixel coordinates (N, 2); 0 for a zero map.
 
-    With S normalised to sum H·W this is method.md §4.3's C(S) = (Σ S·row, Σ S·col)/(H·W).
+    With S normalised to sum H·W this is docs/method.md §4.3's C(S) = (Σ S·row, Σ S·col)/(H·W).
     """
     maps = tf.convert_to_tensor(maps)
     rows = tf.cast(tf.range(tf.shape(maps)[1]), maps.dtype)[None, :, None]  # (1, H, 1)
@@ -46,7 +46,7 @@ def topk_mask(maps, k):
     """1 on the `k` largest entries of each map (N, H, W), else 0; ties go to the lower flat index.
 
     `tf.math.top_k` returns equal values lower index first, so ties are broken as in the metrics
-    (method.md §6.1, §9 quirk 7).
+    (docs/method.md §6.1, §9 quirk 7).
     """
     maps = tf.convert_to_tensor(maps)
     n = tf.shape(maps)[0]
@@ -61,13 +61,13 @@ def topk_mask(maps, k):
 def topk_mass(maps, mask):
     """L = Σ_{p∈K} S̃_p: the map mass on the clean top-k pixels K (Ghorbani et al. §3 "top-k attack").
 
-    Descending it moves attribution off the pixels that mattered (method.md §4.3).
+    Descending it moves attribution off the pixels that mattered (docs/method.md §4.3).
     """
     return tf.reduce_sum(maps * mask, axis=[1, 2])
 
 
 def center_of_mass(maps, center):
-    """L = −‖C(S̃) − C₀‖²: descending it pushes the map's center of mass away from C₀ (method.md §4.3).
+    """L = −‖C(S̃) − C₀‖²: descending it pushes the map's center of mass away from C₀ (docs/method.md §4.3).
 
     `center` (N, 2) is the float center of the clean real-model map; the reference truncates the surrogate's
     center to int, which hides that the gradient vanishes at x̃ = x for a float center of the same map.
@@ -76,14 +76,14 @@ def center_of_mass(maps, center):
 
 
 def targeted(maps, region):
-    """L = −Σ_p T_p S̃_p: descending it moves attribution mass into the region T (N, H, W) (method.md §4.3)."""
+    """L = −Σ_p T_p S̃_p: descending it moves attribution mass into the region T (N, H, W) (docs/method.md §4.3)."""
     return -tf.reduce_sum(maps * region, axis=[1, 2])
 
 
 def random_sign(keys, step, shape):
     """A uniformly random ±1 direction per row, seeded by the row key (N, 2) folded with `step`.
 
-    The reference draws d = Σ_j (j/m)·n_j with n_j ~ N(0, I), whose sign is uniform (method.md §4.3). Each row
+    The reference draws d = Σ_j (j/m)·n_j with n_j ~ N(0, I), whose sign is uniform (docs/method.md §4.3). Each row
     has its own stateless stream, so the draw does not depend on which other rows share the batch.
     """
     def draw(key):
@@ -113,7 +113,7 @@ class AttackResult(NamedTuple):
     """Per-image outcome of an `AttributionAttack` (NumPy arrays, first axis N).
 
     adversarial_images: (N, H, W, C) the kept iterate, or the clean image when `found` is False.
-    clean_maps, adversarial_maps: (N, H, W) real-model saliency maps (method.md §3) of both images.
+    clean_maps, adversarial_maps: (N, H, W) real-model saliency maps (docs/method.md §3) of both images.
     topk, kendall, spearman, center_shift: (N,) metrics of (clean_maps, adversarial_maps); a failed attack
       keeps the clean image and so scores (1, 1, 1, 0): `evaluate_robustness` excludes it by default.
     found: (N,) bool, some iterate kept the clean prediction.
@@ -234,7 +234,7 @@ def _compiled_step(model, surrogate, method, ig_steps, clip, quantize, image_sha
             direction = -grad
             moved = tf.reduce_any(tf.not_equal(grad, 0.0), axis=[1, 2, 3])
         adv = project(adv + step_size * tf.sign(direction), x, epsilon, clip, quantize)
-        # label check and criterion on the real (ReLU) network (method.md §4.5)
+        # label check and criterion on the real (ReLU) network (docs/method.md §4.5)
         pred = tf.argmax(model(adv, training=False), axis=-1, output_type=tf.int32)
         adv_map = attribution_map(model, adv, y, ig_steps=ig_steps, explain=explain)
         tau = metrics.kendall_tau(clean_map, adv_map)
@@ -314,7 +314,7 @@ class AttributionAttack:
       epsilon: ℓ∞ radius in [0, 1] pixel units (≥ 0).
       step_size: sign-step size a (≥ 0).
       steps: iterations per restart (≥ 1).
-      k_attack: size of the attacked top-k set K (method.md §4.6; 200 on MNIST).
+      k_attack: size of the attacked top-k set K (docs/method.md §4.6; 200 on MNIST).
       k_eval: k of the reported top-k intersection.
       ig_steps: right-Riemann points m of every IG map (100 in the reference protocol).
       restarts: runs per image; restart 0 starts at x, restarts ≥ 1 at seeded uniform points of the ball.
@@ -322,7 +322,7 @@ class AttributionAttack:
       surrogate_beta: β of the default softplus surrogate (1.0 as in RAR; 50 in ART).
       seed: base seed of the random starts and of `random_sign`.
       quantize: e.g. 255 to keep every iterate on the 0–255 grid (reference GTSRB/Flower behaviour,
-        method.md §9 quirk 3); None for continuous iterates.
+        docs/method.md §9 quirk 3); None for continuous iterates.
       clip: the valid pixel range (lo, hi).
       region: for "targeted", a target weight map (H, W) or (N, H, W).
       images_per_chunk: images attacked together (all restarts and IG points in one computation per step);
@@ -341,7 +341,7 @@ class AttributionAttack:
       >>> result = attack(model, images, labels)  # doctest: +SKIP
 
     Reference: Ghorbani, Abid & Zou 2019 (arXiv 1710.10547) §3; Chen et al. 2019 (RAR, arXiv 1905.09957)
-    evaluation code `ig_attack.py`; method.md §4 and §9.
+    evaluation code `ig_attack.py`; docs/method.md §4 and §9.
     """
 
     def __init__(self, method="topk", *, epsilon, step_size, steps, k_attack=100, k_eval=100, ig_steps=100,

@@ -5,7 +5,7 @@ was reported (Croce & Hein 2020, "AutoAttack", arXiv 2003.01690); attribution ro
 per attack (Ghorbani et al. 2019, arXiv 1710.10547). `AttackEnsemble` runs every member attack on every image
 and keeps, for each metric separately, the worst result among the members' label-preserving iterates:
 the lowest top-k intersection, Kendall τ, Spearman ρ and LENS metric, and the largest center-of-mass shift.
-An image counts as failed only when no member found a label-preserving iterate (honest scoring, method.md §9).
+An image counts as failed only when no member found a label-preserving iterate (honest scoring, docs/method.md §9).
 """
 from typing import NamedTuple
 

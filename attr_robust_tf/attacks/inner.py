@@ -1,13 +1,13 @@
-"""The training-time inner maximisation x′ = argmax_{‖x′−x‖∞≤ε} J(x′) of the robust objectives (method.md §7).
+"""The training-time inner maximisation x′ = argmax_{‖x′−x‖∞≤ε} J(x′) of the robust objectives (docs/method.md §7).
 
-J is a weighted sum of named per-example terms, each a function of `attr_robust_tf.terms` (method.md §7.9):
+J is a weighted sum of named per-example terms, each a function of `attr_robust_tf.terms` (docs/method.md §7.9):
 
 | term | J_t(x′) |
 |---|---|
 | `cross_entropy` | `terms.cross_entropy`: CE(f(x′), y) (Madry; the first part of IG-SUM-NORM and Sarkar's) |
 | `ig_norm` | `terms.ig_norm`: ‖IG^ℓ_{m′}(x, x′)‖₁, m′ = `ig_steps` points ("IG approx", RAR `ar_approx`) |
 | `trades_kl` | `terms.trades_kl`: KL(p(x) ‖ p(x′)), p(x) fixed (TRADES) |
-| `art` | `terms.art_margin`: softplus(d_p − d_n) on the fixed top-k mask of ART (method.md §7.7) |
+| `art` | `terms.art_margin`: softplus(d_p − d_n) on the fixed top-k mask of ART (docs/method.md §7.7) |
 
 The ascent is ℓ∞ PGD with sign steps (`attacks.pgd.pgd_loop`, a static Python loop), run in inference mode.
 All randomness is stateless: the start is drawn from the seed passed in (RobustModel passes
@@ -196,7 +196,7 @@ class InnerAttack:
             if sd is None:
                 return tf.random.normal(s, dtype=images.dtype)
             return tf.random.stateless_normal(s, sd, dtype=images.dtype, alg="philox")
-        # TRADES: not clipped before the first step (method.md §7.4); every step projects
+        # TRADES: not clipped before the first step (docs/method.md §7.4); every step projects
         return images + self.noise_scale * _replica_noise(sample, shape, seed)
 
     def _context(self, model, reference, images, labels, start):
@@ -205,7 +205,7 @@ class InnerAttack:
         if "trades_kl" in self.objectives:
             context["clean_logits"] = tf.stop_gradient(model(images, training=False))
         if "art" in self.objectives:
-            # K from |∇f_y| of the original (ReLU) network at the start point (method.md §7.7, step 2)
+            # K from |∇f_y| of the original (ReLU) network at the start point (docs/method.md §7.7, step 2)
             g = tf.abs(_tensors.flat(attributions.saliency(reference, start, labels, score="logit")))
             d = g.shape[-1]
             k = min(self.top_k or 1000, d) if d is not None else (self.top_k or 1000)

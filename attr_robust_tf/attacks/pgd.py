@@ -1,8 +1,8 @@
-"""ℓ∞ projected gradient ascent (Madry et al. 2018, arXiv 1706.06083, eq. 2; method.md §5).
+"""ℓ∞ projected gradient ascent (Madry et al. 2018, arXiv 1706.06083, eq. 2; docs/method.md §5).
 
 x'₀ = Π(x + U(−ε, ε)),  x'_{t+1} = Π_{x,ε}(x'_t + a·sign(∇_{x'} J(x'_t))),  with
 Π_{x,ε}(z) = clip(clip(z, x − ε, x + ε), lo, hi). The random start is clipped to the valid range before the
-first step (method.md §9 quirk 10).
+first step (docs/method.md §9 quirk 10).
 """
 import weakref
 
@@ -12,7 +12,7 @@ from attr_robust_tf import _checks, scores
 
 
 def cross_entropy_objective(model, adv_images, images, labels):
-    """J(x') = CE(f(x'), y) per example, in inference mode (method.md §5: AA attacks pure CE)."""
+    """J(x') = CE(f(x'), y) per example, in inference mode (docs/method.md §5: AA attacks pure CE)."""
     del images
     return scores.cross_entropy(model(adv_images, training=False), labels)
 
@@ -26,7 +26,7 @@ def project(z, images, epsilon, clip=(0.0, 1.0), quantize=None):
     if clip is not None:
         z = tf.clip_by_value(z, clip[0], clip[1])
     if quantize:
-        # round(q·x)/q: the reference's int32 cast on 0–255 images (method.md §9 quirk 3); rounding can leave
+        # round(q·x)/q: the reference's int32 cast on 0–255 images (docs/method.md §9 quirk 3); rounding can leave
         # the ball by < 1/(2q), so project once more onto it and back onto the grid's interior
         q = tf.cast(quantize, z.dtype)
         z = tf.round(z * q) / q

@@ -1,6 +1,6 @@
 """Local-file loaders and `tf.data` pipelines for MNIST, Fashion-MNIST, GTSRB, Flower-17 and Flowers-102.
 
-Nothing downloads unless `download=True`; every official file is checked by MD5 (data.md, docs/data.md).
+Nothing downloads unless `download=True`; every official file is checked by MD5 (docs/datasets.md, docs/data.md).
 TFDS builders live in `attr_robust_tf.data.tfds_builders` (needs the `tfds` extra; imported only on demand).
 """
 from attr_robust_tf.data.catalog import NAMES, DatasetInfo

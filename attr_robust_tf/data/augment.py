@@ -1,4 +1,4 @@
-"""Online augmentation with pure TF ops: a random rotation and translation per image (data.md §3.3, §4.3; the
+"""Online augmentation with pure TF ops: a random rotation and translation per image (docs/datasets.md §3.3, §4.3; the
 reference's offline version also warped projectively, which is not done here)."""
 import math
 

@@ -1,7 +1,7 @@
 """Decoded-array caches: one dict per process, plus `.npz` files for the sets that are slow to decode.
 
 Every write goes to a temporary name in the target folder and is renamed into place, so an interrupted or
-failed load never leaves a half-written file (style.md §7).
+failed load never leaves a half-written file (docs/conventions.md §7).
 """
 import hashlib
 import json

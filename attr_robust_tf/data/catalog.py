@@ -1,4 +1,4 @@
-"""What every dataset is: class names, default image shape, splits and their sizes (data.md §1–§5)."""
+"""What every dataset is: class names, default image shape, splits and their sizes (docs/datasets.md §1–§5)."""
 import dataclasses
 
 from attr_robust_tf.data import flowers, gtsrb
@@ -62,13 +62,13 @@ def _info(name, title, classes, shape, splits, homepage, roles=None):
                        {k: v[0] for k, v in splits.items()}, {k: v[1] for k, v in splits.items()}, homepage, names)
 
 
-# data.md §1.7: validation = official training images 0–4,999, train = 5,000–59,999.
+# docs/datasets.md §1.7: validation = official training images 0–4,999, train = 5,000–59,999.
 _MNIST_SPLITS = {"train": (55000, "train"), "validation": (5000, "train"), "train_full": (60000, "train"),
                  "test": (10000, "test")}
 _IDX_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 _FLOWER17_SPLITS = {"train": (1224, "all"), "test": (136, "all"), "rar_train": (1224, "all"),
                     "rar_test": (136, "all"), "all": (1360, "all")}
-for _k in (1, 2, 3):  # data.md §4.2: 40 / 20 / 20 per class
+for _k in (1, 2, 3):  # docs/datasets.md §4.2: 40 / 20 / 20 per class
     _FLOWER17_SPLITS.update({f"official{_k}_train": (680, "all"), f"official{_k}_validation": (340, "all"),
                              f"official{_k}_test": (340, "all")})
 

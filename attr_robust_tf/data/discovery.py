@@ -1,4 +1,4 @@
-"""Where the loaders look for files, in order (data.md §6): `data_dir`, $ATTR_ROBUST_DATA, the offline sources of
+"""Where the loaders look for files, in order (docs/datasets.md §6): `data_dir`, $ATTR_ROBUST_DATA, the offline sources of
 this machine kind, a previous download in the cache folder, and the official URLs only with `download=True`."""
 import os
 

@@ -1,4 +1,4 @@
-"""Oxford Flower-17 (data.md §4) and Flowers-102 (data.md §5): `jpg/image_*.jpg` in a `.tgz` or a folder, labels
+"""Oxford Flower-17 (docs/datasets.md §4) and Flowers-102 (docs/datasets.md §5): `jpg/image_*.jpg` in a `.tgz` or a folder, labels
 from the file index (17) or `imagelabels.mat` (102), splits from `.mat` files or the reference's seeded 72/8 rule."""
 import os
 import re
@@ -15,9 +15,9 @@ FLOWER17_CLASSES = ("Daffodil", "Snowdrop", "LilyValley", "Bluebell", "Crocus", 
                     "Windflower", "Pansy")
 FLOWER17_PER_CLASS = 80
 FLOWER17_SIZE = 17 * FLOWER17_PER_CLASS
-RAR_SEED = 4557077  # data.md §4.3: np.random.seed(4557077) in the reference's generate_data.py
+RAR_SEED = 4557077  # docs/datasets.md §4.3: np.random.seed(4557077) in the reference's generate_data.py
 RAR_TRAIN_PER_CLASS = 72  # the rest (8 per class) is the reference's test split
-# data.md §4.3: the reference listed class folders "0".."16" with a string sort, so official class c got the rank
+# docs/datasets.md §4.3: the reference listed class folders "0".."16" with a string sort, so official class c got the rank
 # of str(c) among the sorted strings. Needed only to compare per-class results with reference checkpoints.
 FLOWER17_REFERENCE_LABELS = tuple(sorted(str(c) for c in range(17)).index(str(c)) for c in range(17))
 
@@ -41,7 +41,7 @@ FLOWERS102_SPLIT_KEYS = {"train": "trnid", "validation": "valid", "test": "tstid
 
 
 def rar_split(seed=RAR_SEED, train_per_class=RAR_TRAIN_PER_CLASS):
-    """The seeded Flower-17 protocol of the reference code (data.md §4.3): 0-based image positions (index − 1).
+    """The seeded Flower-17 protocol of the reference code (docs/datasets.md §4.3): 0-based image positions (index − 1).
 
     Walks `RandomState(seed).permutation(1360)`: an image goes to train while its class has fewer than
     `train_per_class` there, to test otherwise. Both lists are in walk order.
@@ -165,7 +165,7 @@ def decode(source, part, settings):
     cfg = _CONFIG[source.name]
     if source.name == "flower17":
         count = FLOWER17_SIZE
-        labels = np.arange(count) // FLOWER17_PER_CLASS  # data.md §4.2: label = (index − 1) // 80
+        labels = np.arange(count) // FLOWER17_PER_CLASS  # docs/datasets.md §4.2: label = (index − 1) // 80
     else:
         raw = source.load_mat("labels", ["labels"])["labels"]
         if raw.size == 0 or raw.min() < 1:

@@ -1,4 +1,4 @@
-"""GTSRB, official *final* protocol (data.md §3): Final_Training (39,209 images in 43 class folders, labels from
+"""GTSRB, official *final* protocol (docs/datasets.md §3): Final_Training (39,209 images in 43 class folders, labels from
 the folder) and Final_Test with `GT-final_test.csv` (12,630, in file-name order), as zips or extracted trees."""
 import csv
 import io
@@ -16,7 +16,7 @@ HEADER = ("Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2",
 TRAIN_PREFIX = "GTSRB/Final_Training/Images/"
 TEST_PREFIX = "GTSRB/Final_Test/Images/"
 GT_CSV = "GT-final_test.csv"
-VALIDATION_FRACTION = 0.1  # of the tracks of each class (data.md §3.3: split by track, never by image)
+VALIDATION_FRACTION = 0.1  # of the tracks of each class (docs/datasets.md §3.3: split by track, never by image)
 _TRAIN_FILE = re.compile(r"^(\d{5})_(\d{5})\.ppm$")
 _TEST_FILE = re.compile(r"^\d{5}\.ppm$")
 
@@ -47,7 +47,7 @@ CLASS_NAMES = (
 def parse_csv(data, where, *, expect_class=None):
     """Rows of a GTSRB annotation CSV (`;`-separated, the official header) as dicts of ints plus `Filename`.
 
-    ROI coordinates are inclusive (data.md §3.2) and must lie inside the Width x Height image.
+    ROI coordinates are inclusive (docs/datasets.md §3.2) and must lie inside the Width x Height image.
     """
     text = data.decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=";", skipinitialspace=True))
@@ -213,7 +213,7 @@ def _test_entries(images_tree, gt_tree):
             f"Received: {len(rows):,} rows for {len(present):,} images; listed but missing: {lost[:5]}"
             f"{' ...' if len(lost) > 5 else ''}; present but unlabelled: {unlabelled[:5]}"
             f"{' ...' if len(unlabelled) > 5 else ''}; duplicate rows: {len(rows) - len(listed)}.")
-    rows.sort(key=lambda r: r["Filename"])  # data.md §3.3: file-name order
+    rows.sort(key=lambda r: r["Filename"])  # docs/datasets.md §3.3: file-name order
     return [dict(r, name=TEST_PREFIX + r["Filename"], label=r["ClassId"], track=-1,
                  where=f"{images_tree.where(TEST_PREFIX + r['Filename'])} ({GT_CSV}, row {r['line']})")
             for r in rows]

@@ -1,4 +1,4 @@
-"""The IDX format of MNIST and Fashion-MNIST (data.md §1.6): gzipped or not, read into NumPy."""
+"""The IDX format of MNIST and Fashion-MNIST (docs/datasets.md §1.6): gzipped or not, read into NumPy."""
 import hashlib
 import zlib
 

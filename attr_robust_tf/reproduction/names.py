@@ -35,7 +35,7 @@ def is_sarkar(objective):
     return objective.startswith("sarkar2021")
 
 
-# RAR (Chen et al. 2019) Table 1 as recalled in method.md §10: NOT verified against the paper.
+# RAR (Chen et al. 2019) Table 1 as recalled in docs/method.md §10: NOT verified against the paper.
 # (dataset, objective) → (NA, AA, IN, CO), fractions.
 RAR_TABLE1 = {
     ("mnist", "natural"): (0.9917, 0.0000, 0.4661, 0.1758),

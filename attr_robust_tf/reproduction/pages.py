@@ -31,7 +31,7 @@ EXPECTED_RUNTIME = {
               "1,000 test images × 3 restarts instead of 200 × 1, 7–30 min of evaluation per cell); the wall-time "
               "table below has the measured values",
     "reference": "GPU work: on 2 CPU cores one MNIST IG-NORM training run alone is about 500 h and one "
-                 "reference evaluation (10,000 images × 100 iterations × 3 runs) about 110 h (method.md "
+                 "reference evaluation (10,000 images × 100 iterations × 3 runs) about 110 h (docs/method.md "
                  "§11.3); a single GPU has not been measured, expect days for the full grid",
 }
 
@@ -365,7 +365,7 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
               "iterate; brackets are 95 % percentile-bootstrap intervals; the counts column gives the test "
               "images, the correctly classified (attacked) ones and those without a label-preserving iterate. "
               "The last column repeats RAR's Table 1 as **recalled from memory and not verified against the "
-              "paper** (method.md §10); it was measured with the full reference settings (91 epochs, 10,000 test "
+              "paper** (docs/method.md §10); it was measured with the full reference settings (91 epochs, 10,000 test "
               "images, 100-step attacks × 3 runs, 100 IG points), not with this run's settings."]
     if chart:
         lines += ["", f"![NA, AA, top-k intersection and Kendall's τ per objective]({chart})"]
@@ -385,7 +385,7 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
     lines += ["", "## Evaluation choices that differ from the reference code", "",
               "The reference evaluation (`ig_attack.py` of RAR and Sarkar et al.) scores an image whose attack "
               "finds no label-preserving iterate as (IN, τ, ρ) = (1, 1, 1), a perfect score; we leave such images "
-              "out of the means and count them (method.md §9 quirk 1). Its top-k attack runs 3 times from the "
+              "out of the means and count them (docs/method.md §9 quirk 1). Its top-k attack runs 3 times from the "
               "clean image without a random start, so the 3 runs are identical; our restarts after the first "
               "start at random points of the ε-ball (quirk 2). Ties in the maps are broken by a stable sort "
               "(quirk 7), and AA attacks pure cross-entropy in inference mode for every model (quirk 4). The "
