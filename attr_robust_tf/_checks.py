@@ -232,3 +232,17 @@ def images_in_bounds(images, bounds=DEFAULT_BOUNDS, name="images"):
                                      v_min, v_max])
     with tf.control_dependencies([check]):
         return tf.identity(images)
+
+
+def check_logits_not_probabilities(logits, name="model"):
+    """Raises ValueError if every row of `logits` lies in [0, 1] and sums to 1 (a softmax output)."""
+    values = np.asarray(logits)
+    if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] < 2:
+        return
+    sums = values.sum(axis=-1)
+    if values.min() >= 0.0 and values.max() <= 1.0 and np.allclose(sums, 1.0, atol=1e-3):
+        raise ValueError(
+            f"`{name}` must return logits (unnormalised class scores), since the attributed score is the "
+            f"logit f_y. Received: outputs that look like probabilities (all in [0, 1], row sums in "
+            f"[{sums.min():.6f}, {sums.max():.6f}]). Remove the final softmax (e.g. Dense(K) without "
+            "activation='softmax'), or wrap the model to return its pre-softmax output.")

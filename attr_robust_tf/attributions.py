@@ -67,7 +67,7 @@ def _warn_training(training):
             "training=False."), stacklevel=4)
 
 
-def _num_classes(model, images, training):
+def num_classes(model, images, training=False):
     """K from the model's static output shape, else (eagerly, inference mode) from a one-image call."""
     try:
         output_shape = model.output_shape
@@ -89,7 +89,7 @@ def resolve_target(model, images, target, *, training=False):
                 f"Received: target={target!r}.")
         return _run(model, ("predicted", training), functools.partial(_predicted, training=training),
                     images)
-    return _checks.check_target(target, images.shape[0], _num_classes(model, images, training))
+    return _checks.check_target(target, images.shape[0], num_classes(model, images, training))
 
 
 def _predicted(model, images, *, training):
@@ -230,9 +230,15 @@ def path_gradients(model, points, target, *, score="logit", batch_size=None, tra
     return grads[0] if len(grads) == 1 else tf.concat(grads, axis=0)
 
 
-def _prepare(model, images, target, training, check_range=False):
+def _prepare(model, images, target, training, check_range=False, bounds=None):
     _warn_training(training)
+    if bounds is not None:  # declared pixel range: integer images are cast to float32, the range is checked
+        images = _checks.images_in_bounds(images, _checks.check_bounds(bounds))
     images = _checks.check_images(images, check_range=check_range)
+    if _checks._is_eager(images) and images.shape[0] and not _record.could_possibly_record():
+        # every attributed score reads logits: a softmax output would be attributed silently wrong (a public
+        # call; under a tape the caller is differentiating, and the check would add a recorded forward pass)
+        _checks.check_logits_not_probabilities(_call_logits(model, images, False).numpy())
     return images, resolve_target(model, images, target, training=training)
 
 
@@ -274,7 +280,7 @@ def _ig(model, images, x0, target, *, alphas, weights, score, batch_size, traini
 
 
 def integrated_gradients(model, images, target, *, baseline=None, steps=50, method="riemann_right",
-                         score="logit", batch_size=None, training=False, check_range=False):
+                         score="logit", batch_size=None, training=False, check_range=False, bounds=None):
     """Integrated Gradients (Sundararajan et al. 2017, arXiv 1703.01365, eq. 1; docs/method.md §2).
 
     IG(x) = (x − x₀) ⊙ Σ_j w_j ∇s(x₀ + α_j (x − x₀)), with all `steps`·N path points in one batch
@@ -292,6 +298,8 @@ def integrated_gradients(model, images, target, *, baseline=None, steps=50, meth
       batch_size: at most this many path points per forward pass (None: all at once).
       training: forwarded to the model; keep False (BatchNorm must not couple examples).
       check_range: also require images in [0, 1].
+      bounds: (lo, hi), the declared pixel range, only to validate: integer images are cast to float32 and values
+        outside it raise (attributions themselves need no bounds). None: float images, any range.
 
     Returns:
       Attributions with the shape of `images`.
@@ -302,7 +310,7 @@ def integrated_gradients(model, images, target, *, baseline=None, steps=50, meth
       >>> integrated_gradients(model, np.ones((2, 4, 4, 1), "float32"), "predicted", steps=8).shape
       TensorShape([2, 4, 4, 1])
     """
-    images, target = _prepare(model, images, target, training, check_range)
+    images, target = _prepare(model, images, target, training, check_range, bounds)
     alphas, weights = quadrature(method, steps)
     scores.get(score)  # validate the name before tracing
     batch_size = _check_batch_size(batch_size)
@@ -318,8 +326,8 @@ def _saliency(model, images, target, *, score, batch_size, training, times_input
     return images * grads if times_input else grads
 
 
-def _gradient_method(model, images, target, score, batch_size, training, check_range, times_input):
-    images, target = _prepare(model, images, target, training, check_range)
+def _gradient_method(model, images, target, score, batch_size, training, check_range, times_input, bounds=None):
+    images, target = _prepare(model, images, target, training, check_range, bounds)
     scores.get(score)
     batch_size = _check_batch_size(batch_size)
     fn = functools.partial(_saliency, score=score, batch_size=batch_size, training=training,
@@ -329,15 +337,15 @@ def _gradient_method(model, images, target, score, batch_size, training, check_r
 
 
 def saliency(model, images, target, *, score="logit", batch_size=None, training=False,
-             check_range=False):
-    """Simple gradient ∇_x s(x) (docs/method.md §2.7). Returns the shape of `images`."""
-    return _gradient_method(model, images, target, score, batch_size, training, check_range, False)
+             check_range=False, bounds=None):
+    """Simple gradient ∇_x s(x) (docs/method.md §2.7). Returns the shape of `images`; `bounds` as in IG."""
+    return _gradient_method(model, images, target, score, batch_size, training, check_range, False, bounds)
 
 
 def input_x_gradient(model, images, target, *, score="logit", batch_size=None, training=False,
-                     check_range=False):
-    """x ⊙ ∇_x s(x) (docs/method.md §2.7). Returns the shape of `images`."""
-    return _gradient_method(model, images, target, score, batch_size, training, check_range, True)
+                     check_range=False, bounds=None):
+    """x ⊙ ∇_x s(x) (docs/method.md §2.7). Returns the shape of `images`; `bounds` as in IG."""
+    return _gradient_method(model, images, target, score, batch_size, training, check_range, True, bounds)
 
 
 def _smoothgrad(model, images, target, seed, *, noise, samples, score, batch_size, training, seeded):
@@ -359,13 +367,13 @@ def _smoothgrad(model, images, target, seed, *, noise, samples, score, batch_siz
 
 
 def smoothgrad(model, images, target, *, noise=0.15, samples=25, score="logit", seed=None,
-               batch_size=None, training=False, check_range=False):
+               batch_size=None, training=False, check_range=False, bounds=None):
     """SmoothGrad (Smilkov et al. 2017, arXiv 1706.03825): mean of ∇s at x + N(0, σ²), σ = noise·(max − min).
 
     All `samples`·N noisy copies are evaluated as one batch (chunked by `batch_size`); an integer `seed`
     makes the noise deterministic (stateless RNG), None draws fresh noise on every call.
     """
-    images, target = _prepare(model, images, target, training, check_range)
+    images, target = _prepare(model, images, target, training, check_range, bounds)
     samples = _checks.check_positive_int(samples, "samples")
     noise = _checks.check_nonnegative(noise, "noise")
     scores.get(score)

@@ -166,8 +166,12 @@ def _json_safe(value):
 # Data
 # ---------------------------------------------------------------------------------------------------
 
-def _as_chunks(dataset, chunk_size, limit):
-    """Yields (images float32 NHWC, labels int32) of `chunk_size` images, `limit` images in all."""
+def _as_chunks(dataset, chunk_size, limit, bounds=(0.0, 1.0)):
+    """Yields (images float32 NHWC, labels int32) of `chunk_size` images, `limit` images in all.
+
+    Integer images are cast to float32 when the protocol declares their range (`bounds` other than (0, 1));
+    under (0, 1) they are almost surely 0–255 pixels and raise.
+    """
     if isinstance(dataset, (tuple, list)) and len(dataset) >= 2 and not tf.is_tensor(dataset[0]) \
             and not isinstance(dataset[0], tf.data.Dataset):
         images, labels = np.asarray(dataset[0]), np.asarray(dataset[1])
@@ -194,9 +198,10 @@ def _as_chunks(dataset, chunk_size, limit):
     if limit is not None:
         dataset = dataset.take(limit)
     for images, labels in dataset.batch(chunk_size).as_numpy_iterator():
-        if images.dtype.kind != "f":
+        if images.dtype.kind != "f" and tuple(bounds) == (0.0, 1.0):
             raise ValueError(f"`dataset` images must be float32 in [0, 1]. Received: dtype={images.dtype}. "
-                             "Convert with tf.cast(image, tf.float32) / 255.")
+                             "Convert with tf.cast(image, tf.float32) / 255, or declare the pixel range with "
+                             "the protocol field bounds=(0, 255).")
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
             raise ValueError("`dataset` labels must be integer class indices (one per image). Received: "
                              f"labels with shape {labels.shape[1:]} per image and dtype {labels.dtype}.")
@@ -354,7 +359,8 @@ def evaluate_robustness(model, dataset, protocol, *, surrogate=None, chunk_dir=N
     chunks = []
     try:
         first = protocol.offset
-        for k, (images, labels) in enumerate(_as_chunks(dataset, protocol.chunk_size, protocol.num_images)):
+        for k, (images, labels) in enumerate(_as_chunks(dataset, protocol.chunk_size, protocol.num_images,
+                                                        protocol.bounds)):
             n = len(images)
             index = np.arange(first, first + n, dtype=np.int64)
             path = os.path.join(chunk_dir, f"chunk_{k:05d}.npz") if chunk_dir else None

@@ -133,7 +133,7 @@ def _endpoints(model, *, ig_steps, method, score, baseline):
 
 
 def export_saved_model(model, export_dir, *, ig_steps=50, method="riemann_right", score="logit",
-                       baseline=None, overwrite=False):
+                       baseline=None, overwrite=False, bounds=None):
     """Writes a SavedModel with the endpoints `serve` (= `serving_default`) and `explain`.
 
     `serve(images)` returns `logits` (N, K), `probabilities` (N, K) and `classes` int32 (N,).
@@ -155,6 +155,8 @@ def export_saved_model(model, export_dir, *, ig_steps=50, method="riemann_right"
       score: which scalar is attributed (see `scores.SCORES`).
       baseline: None (black image) or a constant broadcastable to one image (H, W, C).
       overwrite: replace a non-empty `export_dir`.
+      bounds: (lo, hi), the pixel range the model expects, recorded in the metadata for clients (None: the
+        `RobustModel`'s own `settings.bounds`, else (0, 1)).
 
     Returns:
       The absolute path of the export directory.
@@ -164,6 +166,10 @@ def export_saved_model(model, export_dir, *, ig_steps=50, method="riemann_right"
       >>> served = tf.saved_model.load("/tmp/exported")  # doctest: +SKIP
       >>> served.explain(images, tf.fill([n], -1))["saliency"]  # doctest: +SKIP
     """
+    if bounds is None:
+        settings = getattr(model, "settings", None)
+        bounds = getattr(settings, "bounds", _checks.DEFAULT_BOUNDS)
+    lo, hi = _checks.check_bounds(bounds)
     model = _unwrap(model)
     image_shape = _image_shape(model)
     num_classes = _num_classes(model, image_shape)
@@ -197,11 +203,12 @@ def export_saved_model(model, export_dir, *, ig_steps=50, method="riemann_right"
         "model_name": model.name,
         "image_shape": list(image_shape),
         "num_classes": num_classes,
+        "bounds": [lo, hi],  # the declared pixel range of `images` (ε of the training attack is in its units)
         "signatures": {
             "serving_default": "serve",
-            "serve": {"inputs": {"images": "float32 (None, H, W, C) in [0, 1]"},
+            "serve": {"inputs": {"images": f"float32 (None, H, W, C) in [{lo:g}, {hi:g}]"},
                       "outputs": ["logits", "probabilities", "classes"]},
-            "explain": {"inputs": {"images": "float32 (None, H, W, C) in [0, 1]",
+            "explain": {"inputs": {"images": f"float32 (None, H, W, C) in [{lo:g}, {hi:g}]",
                                    "target": "int32 (None,); -1 = predicted class"},
                         "outputs": ["attributions", "saliency", "target", "logits", "classes"]},
         },

@@ -15,7 +15,7 @@ import difflib
 import keras
 import tensorflow as tf
 
-from attr_robust_tf import _checks, objectives
+from attr_robust_tf import _checks, errors, objectives
 from attr_robust_tf import penalties as penalties_lib
 from attr_robust_tf import settings as settings_lib
 from attr_robust_tf.attacks.attribution import check_logits_not_probabilities
@@ -77,6 +77,26 @@ def _num_classes(model, input_shape):
     # the task loss takes logits: a softmax output would be read as logits, silently (all objectives)
     check_logits_not_probabilities(keras.ops.convert_to_numpy(out))
     return int(k)
+
+
+def _with_input_errors(function):
+    """`function` (a compiled Keras step) raising `errors.InputValueError` (a ValueError that is also the
+    InvalidArgumentError TensorFlow raised) when one of the batch checks fails inside the graph; the only
+    reason `RobustModel` touches Keras' step functions."""
+    if function is None or getattr(function, "_robust_input_errors", False):
+        return function
+
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except tf.errors.InvalidArgumentError as error:
+            converted = errors.input_value_error(error)
+            if converted is None or isinstance(error, errors.InputValueError):
+                raise
+            raise converted from error
+
+    call._robust_input_errors = True
+    return call
 
 
 @keras.saving.register_keras_serializable(package="attr_robust_tf")
@@ -354,6 +374,18 @@ class RobustModel(keras.Model):
                 "With loss_reduction='sum' the compiled task loss must also sum over the batch. Received: "
                 f"a loss with reduction={reduction!r}. Compile with "
                 "keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction='sum').")
+
+    # -- data-check errors as ValueError ----------------------------------------------------------------
+
+    def make_train_function(self, force=False):
+        super().make_train_function(force)
+        self.train_function = _with_input_errors(self.train_function)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        super().make_test_function(force)
+        self.test_function = _with_input_errors(self.test_function)
+        return self.test_function
 
     # -- MultiWorkerMirroredStrategy under Keras 3 (keras-team/keras#20585) ------------------------------
 

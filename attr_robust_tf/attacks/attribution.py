@@ -19,7 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from attr_robust_tf import _checks, errors, metrics
+from attr_robust_tf import _checks, attributions, errors, metrics
+from attr_robust_tf._checks import check_logits_not_probabilities  # noqa: F401 (public here too)
 from attr_robust_tf.attacks.pgd import project
 from attr_robust_tf.attributions import integrated_gradients, saliency_map
 from attr_robust_tf.surrogate import softplus_surrogate
@@ -289,20 +290,6 @@ def _activation_floats(model):
     return total
 
 
-def check_logits_not_probabilities(logits, name="model"):
-    """Raises ValueError if every row of `logits` lies in [0, 1] and sums to 1 (a softmax output)."""
-    values = np.asarray(logits)
-    if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] < 2:
-        return
-    sums = values.sum(axis=-1)
-    if values.min() >= 0.0 and values.max() <= 1.0 and np.allclose(sums, 1.0, atol=1e-3):
-        raise ValueError(
-            f"`{name}` must return logits (unnormalised class scores), since the attributed score is the "
-            f"logit f_y. Received: outputs that look like probabilities (all in [0, 1], row sums in "
-            f"[{sums.min():.6f}, {sums.max():.6f}]). Remove the final softmax (e.g. Dense(K) without "
-            "activation='softmax'), or wrap the model to return its pre-softmax output.")
-
-
 @keras.saving.register_keras_serializable(package="attr_robust_tf")
 class AttributionAttack:
     """Batched ℓ∞ attribution attack of Ghorbani et al. 2019, with RAR's selection rule and honest scoring.
@@ -422,7 +409,7 @@ class AttributionAttack:
             raise ValueError(f"`images` must have a static shape. Received: images.shape={images.shape}.")
         images = tf.cast(images, tf.float32)
         n, h, w, _ = images.shape
-        labels = _checks.check_target(labels, n, name="labels")
+        labels = _checks.check_target(labels, n, attributions.num_classes(model, images), name="labels")
         for name in ("k_attack", "k_eval"):
             k = getattr(self, name)
             if k > h * w:

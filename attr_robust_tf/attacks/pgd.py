@@ -8,7 +8,7 @@ import weakref
 
 import tensorflow as tf
 
-from attr_robust_tf import _checks, scores
+from attr_robust_tf import _checks, attributions, scores
 
 
 def cross_entropy_objective(model, adv_images, images, labels):
@@ -106,7 +106,7 @@ def pgd_linf(model, images, labels, *, epsilon, step_size, steps, random_start=T
     if clip is not None:
         images = _checks.images_in_bounds(images, _checks.check_bounds(clip, "clip"))
     images = _checks.check_images(images)
-    labels = _checks.check_target(labels, images.shape[0], name="labels")
+    labels = _checks.check_target(labels, images.shape[0], attributions.num_classes(model, images), name="labels")
     epsilon = _checks.check_nonnegative(epsilon, "epsilon")
     step_size = _checks.check_nonnegative(step_size, "step_size")
     steps = _checks.check_positive_int(steps, "steps", minimum=0)
