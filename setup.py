@@ -33,6 +33,8 @@ setup(
     extras_require={
         "tune": ["keras-tuner>=1.4", "tensorboard>=2.16"],
         "tfds": ["tensorflow-datasets>=4.9", "importlib_resources>=6", "etils>=1.5"],
+        # other explainers under attack (docs/evaluation.md): xplique needs TensorFlow Probability
+        "xplique": ["xplique>=1.0", "tensorflow-probability>=0.24"],
         "test": [
             "pytest>=8",
             "hypothesis>=6",
