@@ -178,6 +178,21 @@ class RenderingTest(testing.TestCase):
         self.assertIn("### MNIST, `cpu`", text)
         self.assertIn("| MNIST (cpu) | IG-SUM-NORM (RAR) |", text)
 
+    def test_lens_columns_when_the_cells_report_them(self):
+        from attr_robust_tf.reproduction import pages
+
+        plain = fake_cell("fashion_mnist", "natural", 0.8, 0.3, 0.5, 0.55)
+        self.assertEqual(pages.lens_table([plain]), "")  # cells evaluated before LENS: no table
+        lens = fake_cell("fashion_mnist", "igr", 0.75, 0.55, 0.6, 0.67)
+        lens["summaries"]["exclude"].update(lens_topk=stat(0.9), lens_topk_div=stat(0.8), lens_kendall=stat(0.7),
+                                            lens_spearman=stat(0.75))
+        table = pages.lens_table([plain, lens])
+        self.assertIn("3-LENS-recall@100", table.splitlines()[0])
+        rows = table.splitlines()[2:]
+        self.assertLen(rows, 1)  # only the cell that reports LENS
+        self.assertEqual(rows[0], "| IGR | 60.0% [58.0, 62.0] | 90.0% [88.0, 92.0] | 80.0% [78.0, 82.0] | "
+                                  "0.700 [0.680, 0.720] | 0.750 [0.730, 0.770] |")
+
     def test_paired_figure_is_written_when_cells_have_per_image_values(self):
         base = np.linspace(0.2, 0.8, 20)
         cells = [with_per_image(fake_cell("mnist", "ig_sum_norm", 0.9, 0.8, 0.5, 0.3), base),

@@ -73,6 +73,27 @@ def results_table(cells, *, spearman=True, images=True, rar=False, ci=True):
     return "\n".join(lines)
 
 
+LENS_COLUMNS = (("lens_topk", "{w}-LENS-recall@{k}"), ("lens_topk_div", "{w}-LENS-recall@{k}-div"),
+                ("lens_kendall", "{w}-LENS-Kendall"), ("lens_spearman", "{w}-LENS-Spearman"))
+
+
+def lens_table(cells, *, ci=True):
+    """Markdown table of the locality-sensitive metrics (Kamath et al. 2024; docs/evaluation.md) of the cells that
+    report them; "" when none does (cells evaluated before the metrics existed)."""
+    cells = [c for c in cells if "lens_topk" in _headline(c)]
+    if not cells:
+        return ""
+    k, w = cells[0]["protocol"]["k_eval"], cells[0]["protocol"].get("lens_window", 3)
+    head = ["objective", f"IN (top-{k})"] + [label.format(w=w, k=k) for _, label in LENS_COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cell in cells:
+        summary = _headline(cell)
+        row = [title(cell["entry"]), _fmt(summary["topk"], True, ci)]
+        row += [_fmt(summary[name], name in ("lens_topk", "lens_topk_div"), ci) for name, _ in LENS_COLUMNS]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def _claim(cells):
     """Sentences comparing Sarkar et al. 2021 (and its variants) with the best earlier method and IG-SUM-NORM."""
     ours = [c for c in cells if is_sarkar(c["objective"])]
@@ -291,7 +312,15 @@ def _dataset_section(group, paired, level="##", suffix=""):
     """Table, protocol, paired differences and claim lines of one dataset."""
     synthetic = group[0].get("synthetic")
     lines = ["", f"{level} {TITLES[group[0]['dataset']]}{' (synthetic stand-in)' if synthetic else ''}{suffix}", "",
-             results_table(group, rar=True), "", _protocol_line(group), "",
+             results_table(group, rar=True), "", _protocol_line(group), ""]
+    lens = lens_table(group)
+    if lens:
+        w = group[0]["protocol"].get("lens_window", 3)
+        lines += ["Locality-sensitive metrics (LENS, Kamath et al. 2024): a top-k pixel of the clean map counts as "
+                  f"kept when an attacked top-k pixel lies in its {w}×{w} neighbourhood; -div counts diverse top-k "
+                  f"pixels only; LENS-Kendall/Spearman compare the maps after a {w}×{w} maximum filter "
+                  "(docs/evaluation.md).", "", lens, ""]
+    lines += [
              "**The claim** (Sarkar et al. 2021: +3 to +9 % in attribution robustness "
              "over the best earlier method):", ""]
     if paired:
