@@ -123,7 +123,7 @@ class MediumScaleTest(testing.TestCase):
             self.assertEqual(reproduction.config_utils.get(madry, key), reproduction.config_utils.get(cpu, key), key)
         sarkar = reproduction.load_config("fmnist", "sarkar2021", "medium")
         self.assertEqual((sarkar.robust.ig_steps, sarkar.robust.inner_ig_steps), (8, 2))  # the cpu IG points
-        self.assertNotIn("epsilon_warmup_epochs", sarkar.robust)  # Fashion-MNIST trains at ε = 0.1 from the start
+        self.assertEqual(sarkar.robust.epsilon_warmup_epochs, 0)  # Fashion-MNIST trains at ε = 0.1 from the start
         natural = reproduction.load_config("mnist", "natural", "medium")
         self.assertNotIn("epsilon_warmup_epochs", natural.robust)  # no inner attack, nothing to warm up
         tiny = reproduction.load_config("fmnist", "madry", "tiny")  # CI: the tiny data with medium's features
