@@ -19,13 +19,13 @@ from attr_robust_tf.reproduction.names import (BASELINE, EARLIER, RAR_TABLE1, TI
 from attr_robust_tf.version import __version__
 
 EXPECTED_RUNTIME = {
-    "tiny": "about 1–3 minutes for 7 objectives on 2 CPU cores (synthetic 8×8 data; a test of the tool, not a "
+    "tiny": "about 1–3 minutes for 9 objectives on 2 CPU cores (synthetic 8×8 data; a test of the tool, not a "
             "result)",
-    "cpu": "about 30–60 minutes for MNIST and Fashion-MNIST × 7 objectives on 2 quiet CPU cores, 1–2 hours on "
+    "cpu": "about 30–60 minutes for MNIST and Fashion-MNIST × 9 objectives on 2 quiet CPU cores, 1–2 hours on "
            "shared ones (estimated from the Fashion-MNIST natural, IG-SUM-NORM and Sarkar et al. 2021 cells: up to "
            "2.5 min of training and 0.5–2 min of evaluation each, plus the restart study; the wall-time table "
            "below has the measured values)",
-    "medium": "estimated 8–10 hours for MNIST and Fashion-MNIST × 7 objectives on 2 shared CPU cores, resumed "
+    "medium": "estimated 8–10 hours for MNIST and Fashion-MNIST × 9 objectives on 2 shared CPU cores, resumed "
               "across sessions by rerunning the same command (scaled from the measured cpu cells: 400 steps per "
               "epoch instead of 120, at most 15 epochs, Sarkar et al. 2021 up to about 1 h of training per dataset; "
               "1,000 test images × 3 restarts instead of 200 × 1, 7–30 min of evaluation per cell); the wall-time "
