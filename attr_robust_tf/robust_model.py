@@ -113,8 +113,8 @@ class RobustModel(keras.Model):
         term that shares a weight (IG-SUM-NORM) reads the same variable.
       **overrides: fields of `RobustSettings` replacing the row's defaults (`None`: the default):
         `epsilon`, `step_size`, `attack_steps`, `random_start`, `ig_steps`, `inner_ig_steps`, `ig_method`,
-        `ig_batch_size`, `inner_weight`, `surrogate_beta`, `top_k`, `loss_reduction`, `seed` (see
-        `settings.RobustSettings` for their meaning). Any other keyword goes to `keras.Model` (e.g. `name`).
+        `ig_batch_size`, `inner_weight`, `surrogate_beta`, `top_k`, `loss_reduction`, `seed`, `bounds` (the
+        pixel range every batch is checked against; see `settings.RobustSettings` for their meaning). Any other keyword goes to `keras.Model` (e.g. `name`).
 
     The resolved settings are `settings`. The inner attack reads ε and its step size from two non-trainable
     variables (`epsilon_variable`, `step_size_variable`), so `schedules.EpsilonSchedule` can ramp them
