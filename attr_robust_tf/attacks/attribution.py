@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from attr_robust_tf import _checks, attributions, errors, metrics
+from attr_robust_tf import _checks, _tensors, attributions, errors, metrics
 from attr_robust_tf._checks import check_logits_not_probabilities  # noqa: F401 (public here too)
 from attr_robust_tf.attacks.pgd import project
 from attr_robust_tf.attributions import integrated_gradients, saliency_map
@@ -34,13 +34,7 @@ def mass_center(maps):
 
     With S normalised to sum H·W this is docs/method.md §4.3's C(S) = (Σ S·row, Σ S·col)/(H·W).
     """
-    maps = tf.convert_to_tensor(maps)
-    rows = tf.cast(tf.range(tf.shape(maps)[1]), maps.dtype)[None, :, None]  # (1, H, 1)
-    cols = tf.cast(tf.range(tf.shape(maps)[2]), maps.dtype)[None, None, :]  # (1, 1, W)
-    total = tf.reduce_sum(maps, axis=[1, 2])
-    r = tf.math.divide_no_nan(tf.reduce_sum(maps * rows, axis=[1, 2]), total)
-    c = tf.math.divide_no_nan(tf.reduce_sum(maps * cols, axis=[1, 2]), total)
-    return tf.stack([r, c], axis=-1)
+    return _tensors.mass_center(maps)
 
 
 def topk_mask(maps, k):
