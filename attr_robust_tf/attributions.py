@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import record as _record  # only to ask whether any tape is recording
 
-from attr_robust_tf import _checks, errors, scores
+from attr_robust_tf import _checks, errors, path_chunks, scores
 
 METHODS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
@@ -101,21 +101,20 @@ def _can_compile(model):
             and not _record.could_possibly_record() and not tf.distribute.has_strategy())
 
 
-def _run(model, setting, fn, *tensors, batched=None, static_batch=False):
+def _run(model, setting, fn, *tensors, batched=None):
     """`fn(model, *tensors)`; when it cannot be recorded by a tape, through a cached tf.function.
 
-    The first `batched` tensors (default: all) get a free batch dimension in the signature unless
-    `static_batch` (chunking by `batch_size` needs the number of path points at trace time), so a model
-    is traced once per setting and image shape.
+    The first `batched` tensors (default: all) get a free batch dimension in the signature, so a model is
+    traced once per setting and image shape.
     """
     if not _can_compile(model):
         return fn(model, *tensors)
     batched = len(tensors) if batched is None else batched
     specs = tuple(
-        tf.TensorSpec([None] + t.shape[1:] if i < batched and not static_batch else t.shape, t.dtype)
+        tf.TensorSpec([None] + t.shape[1:] if i < batched else t.shape, t.dtype)
         for i, t in enumerate(tensors))
     per_model = _COMPILED.setdefault(model, {})
-    key = setting + (static_batch,) + specs
+    key = setting + specs
     compiled = per_model.get(key)
     if compiled is None:
         ref = weakref.ref(model)
@@ -124,110 +123,27 @@ def _run(model, setting, fn, *tensors, batched=None, static_batch=False):
     return compiled(*tensors)
 
 
-def _chunks(total, batch_size):
-    """[(start, stop)] covering range(total) in pieces of at most `batch_size`; one piece if unknown."""
-    if batch_size is None or total is None or batch_size >= total:
-        return [(0, total)]
-    return [(start, min(start + batch_size, total)) for start in range(0, total, batch_size)]
-
-
-def _input_gradient(model, z, t, score_fn, training):
-    """∇_z Σ s(f(z), t) for one chunk: the per-example input gradients of its rows."""
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(z)
-        total_score = tf.reduce_sum(score_fn(_call_logits(model, z, training), t))
-    g = tape.gradient(total_score, z)
-    return tf.zeros_like(z) if g is None else g
-
-
-def _after(tensors, z):
-    """`z`, computed after `tensors` in a graph (z + 0 with a data dependency; `z` itself in eager mode).
-
-    Chains the chunks so that a graph executor holds one chunk's activations at a time, and keeps the
-    backward pass's recomputation distinct from the forward pass, which common-subexpression elimination
-    would otherwise merge (keeping the forward activations alive until the backward pass). A data
-    dependency, unlike a control dependency, survives graph rewriting (as in `tf.recompute_grad`). The
-    added zero is exact: z + 0 = z.
-    """
-    if tf.executing_eagerly() or not tensors:
-        return z
-    # one element of each tensor; `where(e == e, 0, 0)` is 0 even for NaN, and cannot be folded away
-    elems = tf.stack([tf.cast(tf.reshape(t, [-1])[0], tf.float32) for t in tensors])
-    zero = tf.where(tf.reduce_all(tf.math.is_finite(elems)), 0.0, 0.0)
-    return z + tf.cast(zero, z.dtype)
-
-
-def _recomputed_path_gradients(model, points, target, score_fn, chunks, training):
-    """`path_gradients` whose chunks keep no activations for an outer tape: they are recomputed in backprop.
-
-    The forward pass computes each chunk's input gradient g_c = ∇_z Σ s and passes only g_c on; the
-    gradient of the op is the vector-Jacobian product v ↦ (vᵀ ∂g/∂z, vᵀ ∂g/∂θ), a Hessian-vector product
-    obtained by re-running the chunk under two tapes, one chunk at a time, in the backward pass (gradient
-    checkpointing, Chen et al. 2016, arXiv 1604.06174, per chunk). `tf.recompute_grad` cannot be used:
-    it runs the forward function with every tape stopped, so the chunk's own input gradient would be
-    None. The VJP is itself recorded by any tape active during backprop, so a third derivative exists
-    (through the recomputed chunk, without the memory bound).
-    """
-
-    @tf.custom_gradient
-    def chunked(z_all, t_all):
-        grads, previous = [], []
-        for start, stop in chunks:
-            z = _after(previous, z_all[start:stop])
-            grads.append(_input_gradient(model, z, t_all[start:stop], score_fn, training))
-            previous = grads[-1:]
-        result = grads[0] if len(grads) == 1 else tf.concat(grads, axis=0)
-
-        def backward(upstream, variables=None):
-            variables = list(variables or [])
-            z_grads, var_grads, previous = [], [None] * len(variables), [upstream]
-            for start, stop in chunks:
-                z = _after(previous, z_all[start:stop])
-                with tf.GradientTape(watch_accessed_variables=False) as outer:
-                    outer.watch(z)
-                    outer.watch(variables)
-                    g = _input_gradient(model, z, t_all[start:stop], score_fn, training)
-                # the upstream slice waits too: the ops of the HVP that need only it and the weights
-                # (e.g. conv(v, W) for a conv layer) would otherwise run for every chunk at once
-                v = _after(previous, upstream[start:stop])
-                vjp = outer.gradient(g, [z] + variables, output_gradients=v)
-                z_grads.append(tf.zeros_like(z) if vjp[0] is None else vjp[0])
-                # a variable g does not reach (e.g. the logit bias) keeps the gradient None, as unchunked
-                var_grads = [v if acc is None else acc if v is None else acc + v
-                             for acc, v in zip(var_grads, vjp[1:])]
-                previous = z_grads[-1:] + [v for v in var_grads if v is not None]
-            z_grad = z_grads[0] if len(z_grads) == 1 else tf.concat(z_grads, axis=0)
-            return (z_grad, None), var_grads
-
-        return result, backward
-
-    return chunked(points, target)
-
-
 def path_gradients(model, points, target, *, score="logit", batch_size=None, training=False):
     """∇_z s(z) for every row of `points` (M, H, W, C) with `target` (M,), chunked by `batch_size`.
 
     The examples do not interact (inference mode), so the gradient of Σ s over a chunk is exactly the
-    per-example input gradient (docs/method.md §2.5). Chunks are a static Python loop, never a tf.while_loop;
-    with a batch size unknown at trace time there is one chunk.
+    per-example input gradient (docs/method.md §2.5).
 
     Memory. With `batch_size=None` the computation is recorded as it is, so an outer tape keeps the
-    activations of all M points. With `batch_size` set, an outer tape keeps only the points, the targets
+    activations of all M points. With `batch_size` set, the chunks run one at a time in one `tf.while_loop`
+    (`path_chunks`), and under a recording tape the loop is one op that keeps only the points, the targets
     and the result: each chunk's activations are recomputed, chunk by chunk, when the outer tape
-    differentiates (`_recomputed_path_gradients`), so the activation memory depends on `batch_size` and
-    not on M, at the cost of one more forward + input-gradient pass per chunk in the backward pass. The
-    chunks are unrolled in the graph, so the graph itself still grows with M / batch_size (docs/memory.md).
-    The values and their first derivatives (w.r.t. the points and the model's variables) equal the
-    unchunked ones to float rounding. In a graph (`fit`, `tf.function`) the chunks also run one after the other.
+    differentiates. Neither the activation memory nor the traced graph then depends on M, at the cost of
+    one more forward + input-gradient pass per chunk in the backward pass (docs/memory.md). The values and
+    their first derivatives (w.r.t. the points and the model's variables) equal the unchunked ones to float
+    rounding.
     """
     score_fn = scores.get(score)
-    chunks = _chunks(points.shape[0], batch_size)
-    if batch_size is not None and _record.could_possibly_record():
-        return _recomputed_path_gradients(model, points, target, score_fn, chunks, training)
-    grads = []
-    for start, stop in chunks:
-        grads.append(_input_gradient(model, points[start:stop], target[start:stop], score_fn, training))
-    return grads[0] if len(grads) == 1 else tf.concat(grads, axis=0)
+    if batch_size is None:
+        return path_chunks.input_gradient(model, points, target, score_fn, _call_logits, training)
+    chunked = (path_chunks.recomputed_input_gradients if _record.could_possibly_record()
+               else path_chunks.chunked_input_gradients)
+    return chunked(model, points, target, score_fn, _call_logits, batch_size, training)
 
 
 def _prepare(model, images, target, training, check_range=False, bounds=None):
@@ -266,6 +182,11 @@ def _ig(model, images, x0, target, *, alphas, weights, score, batch_size, traini
     """(x − x₀) ⊙ Σ_j w_j ∇s(x₀ + α_j (x − x₀)) with all path points in one (chunked) batch."""
     dtype = images.dtype
     delta = images - x0
+    if batch_size is not None:  # chunked, m-independent memory (docs/memory.md)
+        mean_grad = path_chunks.path_mean_gradient(model, images, x0, target, tf.constant(alphas, dtype),
+                                                   tf.constant(weights, dtype), scores.get(score), _call_logits,
+                                                   batch_size, training)
+        return delta * mean_grad
     m = len(alphas)
     a = tf.constant(alphas, dtype)[:, None, None, None, None]  # (m, 1, 1, 1, 1)
     # (m, N, H, W, C) path points, flattened point-major to (m·N, H, W, C)
@@ -318,7 +239,7 @@ def integrated_gradients(model, images, target, *, baseline=None, steps=50, meth
     fn = functools.partial(_ig, alphas=alphas, weights=weights, score=score, batch_size=batch_size,
                            training=training)
     setting = ("ig", method, len(alphas), score, batch_size, training)
-    return _run(model, setting, fn, images, x0, target, static_batch=batch_size is not None)
+    return _run(model, setting, fn, images, x0, target)
 
 
 def _saliency(model, images, target, *, score, batch_size, training, times_input):
@@ -333,7 +254,7 @@ def _gradient_method(model, images, target, score, batch_size, training, check_r
     fn = functools.partial(_saliency, score=score, batch_size=batch_size, training=training,
                            times_input=times_input)
     setting = ("saliency", times_input, score, batch_size, training)
-    return _run(model, setting, fn, images, target, static_batch=batch_size is not None)
+    return _run(model, setting, fn, images, target)
 
 
 def saliency(model, images, target, *, score="logit", batch_size=None, training=False,
@@ -384,8 +305,7 @@ def smoothgrad(model, images, target, *, noise=0.15, samples=25, score="logit", 
     fn = functools.partial(_smoothgrad, noise=noise, samples=samples, score=score, batch_size=batch_size,
                            training=training, seeded=seed is not None)
     setting = ("smoothgrad", noise, samples, score, batch_size, training, seed is not None)
-    return _run(model, setting, fn, images, target, seed_pair, batched=2,
-                static_batch=batch_size is not None)
+    return _run(model, setting, fn, images, target, seed_pair, batched=2)
 
 
 def saliency_map(attributions, *, normalize=True):

@@ -44,7 +44,7 @@ def _influence_tensors(robust_model, x, y, sample_weight, training):
     """{name: (norm, dot with g_task)} as float64 tensors; name TASK for the task loss."""
     variables = robust_model.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
-        _, _, task_loss, terms = robust_model._robust_terms(x, y, sample_weight, training)
+        _, _, task_loss, terms = robust_model._robust_terms(x, y, sample_weight, training, tape=tape)
     out = {}
     task_grads = None
     for name, loss in [(TASK, task_loss)] + [(n, w) for n, (_, w) in terms.items()]:

@@ -154,8 +154,14 @@ class Objective:
         return {term: settings.inner_weight if mixed and term != "cross_entropy" else weight
                 for term, weight in self.inner.items()}
 
+    def adversary(self, model, images, labels, *, attack=None, surrogate=None, seed=None, inner_weights=None):
+        """x′ = stop_gradient(InnerAttack(x, y)) (Danskin), or None for a row without an inner attack."""
+        if attack is None:
+            return None
+        return tf.stop_gradient(attack(model, images, labels, seed=seed, surrogate=surrogate, weights=inner_weights))
+
     def terms(self, model, images, labels, *, attack=None, regularizers=None, surrogate=None, seed=None,
-              inner_weights=None):
+              inner_weights=None, adv_images=None):
         """The objective's per-example pieces for one batch.
 
         Args:
@@ -166,14 +172,15 @@ class Objective:
           surrogate: smooth copy of `model` sharing its weights, or None.
           seed: stateless seed (2,) of the inner attack's random start.
           inner_weights: optional dict inner term → scalar tensor overriding the attack's term weights.
+          adv_images: x′ already computed by `adversary` (e.g. with the training tape paused); None runs it here.
 
         Returns:
           (x_task, adv_images, {name: (N,) penalty}); adv_images is a constant (Danskin) or None.
         """
-        adv = None
-        if attack is not None:
-            adv = tf.stop_gradient(attack(model, images, labels, seed=seed, surrogate=surrogate,
-                                          weights=inner_weights))
+        adv = adv_images
+        if adv is None:
+            adv = self.adversary(model, images, labels, attack=attack, surrogate=surrogate, seed=seed,
+                                 inner_weights=inner_weights)
         x_task = adv if self.task_input == "adv" else images
         penalties = {}
         for name, reg in (regularizers or {}).items():

@@ -10,7 +10,9 @@ the penalties R_r of the objective row (objectives.py). All settings are one `Ro
 the row's defaults with the constructor's overrides. The inner attack and every attribution map run
 inside the outer `tf.GradientTape`, so ∇_θ L contains the double-backprop terms (docs/conventions.md §4, §12).
 """
+import contextlib
 import difflib
+import inspect
 
 import keras
 import tensorflow as tf
@@ -77,6 +79,27 @@ def _num_classes(model, input_shape):
     # the task loss takes logits: a softmax output would be read as logits, silently (all objectives)
     check_logits_not_probabilities(keras.ops.convert_to_numpy(out))
     return int(k)
+
+
+def _check_not_empty(x):
+    """Refuses arrays with no rows and datasets of known cardinality 0 before `fit` starts."""
+    if isinstance(x, tf.data.Dataset):
+        if int(x.cardinality()) == 0:
+            raise ValueError("`x` must be a dataset with at least one batch of (images, labels). Received: an "
+                             "empty tf.data.Dataset (cardinality 0).")
+        return
+    rows = getattr(x, "shape", None)
+    if rows is not None and len(rows) and rows[0] == 0:
+        raise ValueError(f"`x` must hold at least one image. Received: x.shape={tuple(rows)}.")
+
+
+class _BatchCounter(keras.callbacks.Callback):
+    """Counts the training batches of one `fit`."""
+
+    batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
 
 
 def _with_input_errors(function):
@@ -246,7 +269,7 @@ class RobustModel(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            x_task, y_pred, task_loss, loss = self._robust_objective(x, y, sample_weight, training=True)
+            x_task, y_pred, task_loss, loss = self._robust_objective(x, y, sample_weight, training=True, tape=tape)
             scaled = self.optimizer.scale_loss(loss)  # mixed-precision safety
         grads = tape.gradient(scaled, self.trainable_variables)
         # a variable the loss does not reach (e.g. the logit bias under a penalty-only loss) has gradient 0
@@ -261,26 +284,32 @@ class RobustModel(keras.Model):
         self._robust_track(task_loss, loss, x)
         return self._robust_outputs(self.compute_metrics(x_task, y, y_pred, sample_weight))
 
-    def _robust_objective(self, x, y, sample_weight, training):
+    def _robust_objective(self, x, y, sample_weight, training, tape=None):
         """(x_task, y_pred, task_loss, total loss): the row's objective on one batch, reduced once."""
-        x_task, y_pred, task_loss, terms = self._robust_terms(x, y, sample_weight, training)
+        x_task, y_pred, task_loss, terms = self._robust_terms(x, y, sample_weight, training, tape=tape)
         loss = task_loss
         for name, (per_example, weighted) in terms.items():
             self.term_trackers[name].update_state(per_example, sample_weight=sample_weight)
             loss = loss + weighted
         return x_task, y_pred, task_loss, loss
 
-    def _robust_terms(self, x, y, sample_weight, training):
+    def _robust_terms(self, x, y, sample_weight, training, tape=None):
         """(x_task, y_pred, task_loss, {name: (per-example penalty, λ·reduce(penalty))}) of one batch.
 
         The pieces of `_robust_objective` (which sums them) before any metric is updated; x′ uses this step's
-        seed, so `diagnostics.regularizer_influence` sees the terms of the next training step.
+        seed, so `diagnostics.regularizer_influence` sees the terms of the next training step. x′ is a
+        constant (Danskin), so the inner attack runs with `tape` (the training tape) paused: recorded, its
+        own backward passes would be kept for a gradient that is never taken (memory growing with the
+        inner IG points; docs/memory.md).
         """
         self._robust_check_compiled()
         x, labels = self._robust_check_batch(x, y)
+        with tape.stop_recording() if tape is not None else contextlib.nullcontext():
+            adv = self.objective.adversary(self.model, x, labels, attack=self._robust_attack,
+                                           surrogate=self.surrogate, seed=self._robust_seed())
         x_task, _, penalties = self.objective.terms(
             self.model, x, labels, attack=self._robust_attack, regularizers=self._robust_regularizers,
-            surrogate=self.surrogate, seed=self._robust_seed())
+            surrogate=self.surrogate, adv_images=adv)
         y_pred = self.model(x_task, training=training)
         task_loss = self.compute_loss(x=x_task, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                       training=training)
@@ -376,6 +405,32 @@ class RobustModel(keras.Model):
                 "keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction='sum').")
 
     # -- data-check errors as ValueError ----------------------------------------------------------------
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, refusing data that holds no batch (an empty dataset would train silently)."""
+        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        params = {name: value for name, value in bound.arguments.items() if name != "self"}
+        _check_not_empty(params["x"])
+        counter = _BatchCounter()
+        callbacks = params["callbacks"]
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            callbacks.append(counter)
+        else:
+            params["callbacks"] = list(callbacks or []) + [counter]
+        epochs = params["epochs"] - params["initial_epoch"]
+        message = ("`x` must yield at least one batch of (images, labels). Received: a dataset that yielded none "
+                   f"in {epochs} epoch(s), so no training step ran. Check the dataset's filters and "
+                   "`steps_per_epoch`.")
+        try:
+            history = super().fit(**params)
+        except StopIteration as error:  # a distributed fit reads one batch to build, before any step
+            if counter.batches:
+                raise
+            raise ValueError(message) from error
+        if not counter.batches and epochs > 0:
+            raise ValueError(message)
+        return history
 
     def make_train_function(self, force=False):
         super().make_train_function(force)

@@ -530,6 +530,25 @@ class RecomputedChunksTest(TestCase):
             self._assert_grads_close(self._grads(batch_size, compiled), full, f"batch_size={batch_size}")
         self.assertGreater(np.abs(full[0].numpy()).max(), 0.0)  # the input Hessian of the smooth net is not 0
 
+    def test_gradient_through_a_baseline_that_depends_on_the_images(self):
+        # ART's ΔA = IG(x′; baseline x): both ends of the path carry gradient (∂z/∂x = α, ∂z/∂x₀ = 1 − α)
+        r = tf.constant(_rng(8).normal(size=self.x.shape), tf.float32)
+        variables = self.model.trainable_variables
+
+        def grads(batch_size, compiled):
+            def run(x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    shifted = tf.clip_by_value(x + 0.1 * r, 0.0, 1.0)
+                    loss = _ig_objective(self.model, shifted, self.t, r, baseline=0.5 * x, steps=6,
+                                         batch_size=batch_size)
+                return tape.gradient(loss, [x] + variables)
+            return tf.function(run, autograph=False)(self.x) if compiled else run(self.x)
+
+        full = grads(None, False)
+        for batch_size, compiled in ((7, False), (4, True)):
+            self._assert_grads_close(grads(batch_size, compiled), full, f"batch_size={batch_size}")
+
     def test_other_scores_rules_and_gradient_methods(self):
         for kwargs in (dict(score="cross_entropy", method="gausslegendre"), dict(score="probability")):
             self._assert_grads_close(self._grads(4, **kwargs), self._grads(None, **kwargs), str(kwargs))

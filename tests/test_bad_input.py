@@ -173,3 +173,35 @@ def test_bounds_argument_is_checked():
     with pytest.raises(ValueError, match=r"`bounds` must be a pair"):
         art.pgd_linf(models.tiny_cnn(SHAPE, K), _images(), _labels(), epsilon=0.1, step_size=0.05, steps=1,
                      bounds="0-1")
+
+
+def _empty_inputs(kind):
+    """(x, y) holding no image: arrays with no rows, a dataset of cardinality 0, a filtered dataset (unknown)."""
+    x, y = _images()[:0], _labels()[:0]
+    if kind == "arrays":
+        return x, y
+    full = tf.data.Dataset.from_tensor_slices((_images(), _labels()))
+    if kind == "empty_dataset":
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(N), None
+    return full.filter(lambda image, label: label > K).batch(N), None  # unknown cardinality, yields nothing
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("kind", ["arrays", "empty_dataset", "filtered_dataset"])
+def test_fit_on_data_without_a_batch_raises(kind, mirrored):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if mirrored else None
+    robust = _compiled(strategy=strategy)
+    x, y = _empty_inputs(kind)
+    before = [v.numpy().copy() for v in robust.model.trainable_variables]
+    with pytest.raises(ValueError, match=r"`x` must .*at least one .*Received: .*(empty|shape=\(0,|none)"):
+        robust.fit(x, y, epochs=2, verbose=0)
+    for want, variable in zip(before, robust.model.trainable_variables, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), want)  # nothing trained
+
+
+def test_fit_with_no_epochs_to_run_is_not_an_error():
+    robust = _compiled()
+    ds = tf.data.Dataset.from_tensor_slices((_images(), _labels())).batch(N)
+    robust.fit(ds, epochs=1, verbose=0)
+    history = robust.fit(ds, epochs=1, initial_epoch=1, verbose=0)  # resumed after its last epoch: nothing to run
+    assert history.history == {}
