@@ -11,12 +11,38 @@ al. 2016, arXiv 1604.06174, per chunk).
 by chunk from (x, x₀) and the weighted gradients are summed per image as they come, so no tensor of all
 m·N points exists, forward or backward, and the memory of an IG does not depend on m at all.
 """
+import contextlib
+import threading
+
 import tensorflow as tf
 from tensorflow.python.eager import record as _record  # only to ask whether any tape is recording
 
 # chunks in flight at once: two let the executor overlap consecutive chunks (about 1.3× faster on a 2-core CPU
 # than one at a time), for twice one chunk's activation memory
 PARALLEL_CHUNKS = 2
+
+_STATE = threading.local()
+
+
+@contextlib.contextmanager
+def input_gradients_only():
+    """Within this block, the chunk ops' gradients skip the model's variables (they get None).
+
+    For a caller whose tape differentiates with respect to the images alone (an attack's ascent): the VJP
+    v ↦ vᵀ ∂g/∂θ would otherwise be computed for every variable and thrown away, since a custom-gradient op
+    cannot know which of its inputs the tape needs. Read when an op is built (at trace time in a graph).
+    """
+    previous = getattr(_STATE, "inputs_only", False)
+    _STATE.inputs_only = True
+    try:
+        yield
+    finally:
+        _STATE.inputs_only = previous
+
+
+def _inputs_only():
+    """True inside `input_gradients_only`: a chunk op built now differentiates no variable."""
+    return getattr(_STATE, "inputs_only", False)
 
 
 def input_gradient(model, z, t, score_fn, call_logits, training):
@@ -81,9 +107,11 @@ def recomputed_input_gradients(model, points, target, score_fn, call_logits, bat
     @tf.custom_gradient
     def op(z_all, t_all):
         result = chunked_input_gradients(model, z_all, t_all, score_fn, call_logits, batch_size, training)
+        inputs_only = _inputs_only()
 
         def backward(upstream, variables=None):
-            variables = list(variables or [])
+            all_variables = list(variables or [])
+            variables = [] if inputs_only else all_variables
             reached = [False] * len(variables)
 
             def body(start, size, z_grads, *sums):
@@ -102,7 +130,8 @@ def recomputed_input_gradients(model, points, target, score_fn, call_logits, bat
             z_grads, *sums = _for_each_chunk(tf.shape(z_all)[0], batch_size, body,
                                              (_chunk_array(z_all, batch_size), *sums))
             z_grad = tf.ensure_shape(z_grads.concat(), z_all.shape)
-            return (z_grad, None), [s if r else None for s, r in zip(sums, reached)]
+            var_grads = [s if r else None for s, r in zip(sums, reached)]
+            return (z_grad, None), var_grads if variables else [None] * len(all_variables)
 
         return result, backward
 
@@ -158,9 +187,11 @@ def path_mean_gradient(model, images, x0, target, alphas, weights, score_fn, cal
     @tf.custom_gradient
     def op(x, base):
         result = _mean_gradient_loop(model, x, base, *args)
+        inputs_only = _inputs_only()
 
         def backward(upstream, variables=None):
-            variables = list(variables or [])
+            all_variables = list(variables or [])
+            variables = [] if inputs_only else all_variables
             reached = [False] * len(variables)
             rank = x.shape.rank
 
@@ -181,7 +212,8 @@ def path_mean_gradient(model, images, x0, target, alphas, weights, score_fn, cal
             sums = [tf.zeros(v.shape, v.dtype) for v in variables]
             x_grad, base_grad, *sums = _for_each_chunk(tf.shape(alphas)[0] * tf.shape(x)[0], batch_size, body,
                                                        (tf.zeros_like(x), tf.zeros_like(base), *sums))
-            return (x_grad, base_grad), [s if r else None for s, r in zip(sums, reached)]
+            var_grads = [s if r else None for s, r in zip(sums, reached)]
+            return (x_grad, base_grad), var_grads if variables else [None] * len(all_variables)
 
         return result, backward
 

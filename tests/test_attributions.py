@@ -1,4 +1,5 @@
 """Attributions against independent oracles: closed forms, quadrature identities, tf-explain, finite differences."""
+import contextlib
 import gc
 import weakref
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from attr_robust_tf import attributions, errors
+from attr_robust_tf import attributions, errors, path_chunks
 from attr_robust_tf.attributions import (
     input_x_gradient,
     integrated_gradients,
@@ -548,6 +549,20 @@ class RecomputedChunksTest(TestCase):
         full = grads(None, False)
         for batch_size, compiled in ((7, False), (4, True)):
             self._assert_grads_close(grads(batch_size, compiled), full, f"batch_size={batch_size}")
+
+    def test_input_gradients_only_gives_the_same_image_gradient_and_no_weight_gradient(self):
+        for fn in (lambda: _ig_l1(self.model, self.x, self.t, steps=6, batch_size=7),
+                   lambda: tf.reduce_sum(tf.square(saliency(self.model, self.x, self.t, batch_size=2)))):
+            grads = {}
+            for only in (False, True):
+                with tf.GradientTape(persistent=True) as tape:
+                    tape.watch(self.x)
+                    with path_chunks.input_gradients_only() if only else contextlib.nullcontext():
+                        loss = fn()
+                grads[only] = tape.gradient(loss, [self.x] + self.model.trainable_variables)
+            self.assertAllClose(grads[True][0], grads[False][0], rtol=1e-6, atol=1e-7)
+            self.assertTrue(all(g is None for g in grads[True][1:]))
+            self.assertTrue(any(g is not None for g in grads[False][1:]))
 
     def test_other_scores_rules_and_gradient_methods(self):
         for kwargs in (dict(score="cross_entropy", method="gausslegendre"), dict(score="probability")):

@@ -8,7 +8,7 @@ import weakref
 
 import tensorflow as tf
 
-from attr_robust_tf import _checks, attributions, scores
+from attr_robust_tf import _checks, attributions, path_chunks, scores
 
 
 def cross_entropy_objective(model, adv_images, images, labels):
@@ -50,10 +50,13 @@ def uniform_start(images, epsilon, *, seed=None, clip=(0.0, 1.0), quantize=None)
 
 def pgd_loop(model, objective, images, labels, start, *, epsilon, step_size, steps, clip=(0.0, 1.0),
              quantize=None):
-    """`steps` signed ascent steps on Σ_i J_i from `start`; a static Python loop (no AutoGraph needed)."""
+    """`steps` signed ascent steps on Σ_i J_i from `start`; a static Python loop (no AutoGraph needed).
+
+    Only ∇_adv is taken, so chunked IGs inside the objective skip their weight VJPs (`input_gradients_only`).
+    """
     adv = start
     for _ in range(steps):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
+        with tf.GradientTape(watch_accessed_variables=False) as tape, path_chunks.input_gradients_only():
             tape.watch(adv)
             total = tf.reduce_sum(objective(model, adv, images, labels))
         grad = tape.gradient(total, adv)
