@@ -81,6 +81,31 @@ def _num_classes(model, input_shape):
     return int(k)
 
 
+def _check_batch_shapes(x_shape, y_shape):
+    """Static checks of one batch's shapes: images (N, H, W, C), labels (N,) or (N, 1) class indices."""
+    if x_shape is None or x_shape.rank != 4:
+        raise ValueError(f"`x` must be one image tensor of shape (N, H, W, C). Received: shape {x_shape}.")
+    if y_shape is None:
+        raise ValueError("`y` must be given: the robust objectives need integer class labels. Received: y=None.")
+    if not (y_shape.rank == 1 or (y_shape.rank == 2 and y_shape[-1] == 1)):
+        raise ValueError(
+            f"`y` must be integer class indices of shape (N,). Received: y.shape={tuple(y_shape)}. "
+            "Pass class indices, not one-hot labels, and compile with SparseCategoricalCrossentropy.")
+
+
+def _check_data_shapes(x, y):
+    """`_check_batch_shapes` on what `fit` receives, before anything is built: arrays, or a dataset of
+    (images, labels[, sample weights]) whose element spec is known. Other inputs are checked per batch."""
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        if isinstance(spec, tuple) and len(spec) in (2, 3) and all(
+                isinstance(s, tf.TensorSpec) for s in spec[:2]):
+            _check_batch_shapes(spec[0].shape, spec[1].shape)
+        return
+    if hasattr(x, "shape") and hasattr(y, "shape"):
+        _check_batch_shapes(tf.TensorShape(x.shape), tf.TensorShape(y.shape))
+
+
 def _check_not_empty(x):
     """Refuses arrays with no rows and datasets of known cardinality 0 before `fit` starts."""
     if isinstance(x, tf.data.Dataset):
@@ -348,23 +373,13 @@ class RobustModel(keras.Model):
 
     def _robust_check_batch(self, x, y):
         """Validates a batch in the graph: finite images, integer labels in [0, K); returns (x, labels)."""
-        if not tf.is_tensor(x) or x.shape.rank != 4:
-            raise ValueError(
-                "`x` must be one image tensor of shape (N, H, W, C). Received: "
-                f"{type(x).__name__} with shape {getattr(x, 'shape', None)}.")
-        if y is None:
-            raise ValueError(
-                "`y` must be given: the robust objectives need integer class labels. Received: y=None.")
+        if not tf.is_tensor(x):
+            raise ValueError(f"`x` must be one image tensor of shape (N, H, W, C). Received: {type(x).__name__}.")
+        labels = None if y is None else tf.convert_to_tensor(y)
+        _check_batch_shapes(x.shape, None if labels is None else labels.shape)
         # integer images become float32 here, once; values outside the declared bounds stop the step
         x = _checks.images_in_bounds(x, self.settings.bounds, "x")
-        labels = tf.convert_to_tensor(y)
-        if labels.shape.rank == 2 and labels.shape[-1] == 1:
-            labels = tf.reshape(labels, [-1])
-        if labels.shape.rank != 1:
-            raise ValueError(
-                f"`y` must be integer class indices of shape (N,). Received: y.shape={tuple(labels.shape)}. "
-                "Pass class indices, not one-hot labels, and compile with SparseCategoricalCrossentropy.")
-        labels = tf.cast(labels, tf.int32)
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)  # (N, 1) → (N,)
         k = self._robust_num_classes
         checks = [
             tf.debugging.assert_greater_equal(
@@ -412,6 +427,7 @@ class RobustModel(keras.Model):
         bound.apply_defaults()
         params = {name: value for name, value in bound.arguments.items() if name != "self"}
         _check_not_empty(params["x"])
+        _check_data_shapes(params["x"], params["y"])
         counter = _BatchCounter()
         callbacks = params["callbacks"]
         if isinstance(callbacks, keras.callbacks.CallbackList):

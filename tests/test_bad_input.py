@@ -107,7 +107,7 @@ def test_fit_error_is_also_the_tensorflow_error():
         _fit(x, y)
 
 
-@pytest.mark.parametrize("kind", ["float255", "nan", "label_range"])
+@pytest.mark.parametrize("kind", sorted(PATTERNS))
 def test_fit_under_mirrored_strategy(kind):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     x, y = _bad(kind)
