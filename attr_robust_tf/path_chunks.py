@@ -57,8 +57,8 @@ def input_gradient(model, z, t, score_fn, call_logits, training):
 def _for_each_chunk(total, batch_size, body, state):
     """state ← body(start, size, *state) for the chunks [start, start + size) of range(total), in order.
 
-    A `tf.while_loop` (`PARALLEL_CHUNKS` iterations in flight, each step's state after the last): eagerly a Python loop, in a graph one loop op whose
-    size does not depend on the number of chunks.
+    A `tf.while_loop` (`PARALLEL_CHUNKS` iterations in flight, each step's state after the last): eagerly a
+    Python loop, in a graph one loop op whose size does not depend on the number of chunks.
     """
     total = tf.cast(total, tf.int32)
     count = (total + batch_size - 1) // batch_size
@@ -67,7 +67,8 @@ def _for_each_chunk(total, batch_size, body, state):
         start = i * batch_size
         return (i + 1, *body(start, tf.minimum(batch_size, total - start), *carried))
 
-    return tf.while_loop(lambda i, *_: i < count, step, (tf.constant(0), *state), parallel_iterations=PARALLEL_CHUNKS)[1:]
+    return tf.while_loop(lambda i, *_: i < count, step, (tf.constant(0), *state),
+                         parallel_iterations=PARALLEL_CHUNKS)[1:]
 
 
 def _rows(tensor, start, size):
@@ -79,6 +80,40 @@ def _chunk_array(like, batch_size):
     count = (tf.shape(like)[0] + batch_size - 1) // batch_size
     return tf.TensorArray(like.dtype, size=count, infer_shape=False,
                           element_shape=tf.TensorShape([None]).concatenate(like.shape[1:]))
+
+
+def _chunk_vjp(model, z, t, v, variables, score_fn, call_logits, training):
+    """(vᵀ ∂g/∂z, [vᵀ ∂g/∂θ or None per variable]) of one chunk's input gradient g, recomputed under two tapes."""
+    with tf.GradientTape(watch_accessed_variables=False) as outer:
+        outer.watch(z)
+        outer.watch(variables)
+        g = input_gradient(model, z, t, score_fn, call_logits, training)
+    vjp = outer.gradient(g, [z] + variables, output_gradients=v)
+    return (tf.zeros_like(z) if vjp[0] is None else vjp[0]), vjp[1:]
+
+
+class _WeightGradients:
+    """Σ over chunks of vᵀ ∂g/∂θ per variable, None for a variable no chunk reaches (as unchunked).
+
+    Inside `input_gradients_only` (read when the op was built) no variable is differentiated.
+    """
+
+    def __init__(self, variables, inputs_only):
+        self.all = list(variables or [])
+        self.variables = [] if inputs_only else self.all
+        self.reached = [False] * len(self.variables)
+
+    def zeros(self):
+        return [tf.zeros(v.shape, v.dtype) for v in self.variables]
+
+    def add(self, sums, parts):
+        self.reached[:] = [part is not None for part in parts]  # the same at every chunk
+        return [s if part is None else s + tf.convert_to_tensor(part) for s, part in zip(sums, parts)]
+
+    def result(self, sums):
+        if not self.variables:
+            return [None] * len(self.all)
+        return [s if r else None for s, r in zip(sums, self.reached)]
 
 
 def chunked_input_gradients(model, points, target, score_fn, call_logits, batch_size, training):
@@ -110,28 +145,17 @@ def recomputed_input_gradients(model, points, target, score_fn, call_logits, bat
         inputs_only = _inputs_only()
 
         def backward(upstream, variables=None):
-            all_variables = list(variables or [])
-            variables = [] if inputs_only else all_variables
-            reached = [False] * len(variables)
+            theta = _WeightGradients(variables, inputs_only)
 
             def body(start, size, z_grads, *sums):
-                z = _rows(z_all, start, size)
-                with tf.GradientTape(watch_accessed_variables=False) as outer:
-                    outer.watch(z)
-                    outer.watch(variables)
-                    g = input_gradient(model, z, _rows(t_all, start, size), score_fn, call_logits, training)
-                vjp = outer.gradient(g, [z] + variables, output_gradients=_rows(upstream, start, size))
-                reached[:] = [part is not None for part in vjp[1:]]  # the same at every chunk
-                z_grads = z_grads.write(start // batch_size, tf.zeros_like(z) if vjp[0] is None else vjp[0])
-                return (z_grads, *(s if part is None else s + tf.convert_to_tensor(part)
-                                   for s, part in zip(sums, vjp[1:])))
+                z_grad, parts = _chunk_vjp(model, _rows(z_all, start, size), _rows(t_all, start, size),
+                                           _rows(upstream, start, size), theta.variables, score_fn, call_logits,
+                                           training)
+                return (z_grads.write(start // batch_size, z_grad), *theta.add(sums, parts))
 
-            sums = [tf.zeros(v.shape, v.dtype) for v in variables]
             z_grads, *sums = _for_each_chunk(tf.shape(z_all)[0], batch_size, body,
-                                             (_chunk_array(z_all, batch_size), *sums))
-            z_grad = tf.ensure_shape(z_grads.concat(), z_all.shape)
-            var_grads = [s if r else None for s, r in zip(sums, reached)]
-            return (z_grad, None), var_grads if variables else [None] * len(all_variables)
+                                             (_chunk_array(z_all, batch_size), *theta.zeros()))
+            return (tf.ensure_shape(z_grads.concat(), z_all.shape), None), theta.result(sums)
 
         return result, backward
 
@@ -146,7 +170,7 @@ def _path_points(images, x0, alphas, start, size):
     rows = tf.range(start, start + size)
     n = tf.shape(images)[0]
     j, i = rows // n, rows % n
-    a = tf.reshape(tf.gather(alphas, j), [-1] + [1] * (images.shape.rank - 1))
+    a = _row_weights(alphas, j, images.shape.rank)
     x0_i = tf.gather(x0, i)
     return x0_i + a * (tf.gather(images, i) - x0_i), j, i
 
@@ -157,6 +181,7 @@ def _per_image(rows, i, like):
 
 
 def _row_weights(values, j, rank):
+    """values[j] per row, shaped to broadcast over a chunk of rank `rank`."""
     return tf.reshape(tf.gather(values, j), [-1] + [1] * (rank - 1))
 
 
@@ -190,30 +215,21 @@ def path_mean_gradient(model, images, x0, target, alphas, weights, score_fn, cal
         inputs_only = _inputs_only()
 
         def backward(upstream, variables=None):
-            all_variables = list(variables or [])
-            variables = [] if inputs_only else all_variables
-            reached = [False] * len(variables)
+            theta = _WeightGradients(variables, inputs_only)
             rank = x.shape.rank
 
             def body(start, size, x_grad, base_grad, *sums):
                 z, j, i = _path_points(x, base, alphas, start, size)
-                with tf.GradientTape(watch_accessed_variables=False) as outer:
-                    outer.watch(z)
-                    outer.watch(variables)
-                    g = input_gradient(model, z, tf.gather(target, i), score_fn, call_logits, training)
                 v = _row_weights(weights, j, rank) * tf.gather(upstream, i)
-                vjp = outer.gradient(g, [z] + variables, output_gradients=v)
-                reached[:] = [part is not None for part in vjp[1:]]  # the same at every chunk
-                z_grad = tf.zeros_like(z) if vjp[0] is None else vjp[0]
+                z_grad, parts = _chunk_vjp(model, z, tf.gather(target, i), v, theta.variables, score_fn,
+                                           call_logits, training)
                 a = _row_weights(alphas, j, rank)
                 return (_per_image(a * z_grad, i, x_grad), _per_image((1 - a) * z_grad, i, base_grad),
-                        *(s if part is None else s + tf.convert_to_tensor(part) for s, part in zip(sums, vjp[1:])))
+                        *theta.add(sums, parts))
 
-            sums = [tf.zeros(v.shape, v.dtype) for v in variables]
             x_grad, base_grad, *sums = _for_each_chunk(tf.shape(alphas)[0] * tf.shape(x)[0], batch_size, body,
-                                                       (tf.zeros_like(x), tf.zeros_like(base), *sums))
-            var_grads = [s if r else None for s, r in zip(sums, reached)]
-            return (x_grad, base_grad), var_grads if variables else [None] * len(all_variables)
+                                                       (tf.zeros_like(x), tf.zeros_like(base), *theta.zeros()))
+            return (x_grad, base_grad), theta.result(sums)
 
         return result, backward
 
