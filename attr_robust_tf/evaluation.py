@@ -209,12 +209,13 @@ def _as_chunks(dataset, chunk_size, limit, bounds=(0.0, 1.0)):
 
 
 def protocol_dataset(protocol, *, data_dir=None):
-    """`attr_robust_tf.data.load` of the protocol's split, images `offset` .. `offset + num_images`."""
+    """`attr_robust_tf.data.load` of the protocol's split, images `offset` .. `offset + num_images`, served in
+    the protocol's `bounds`."""
     from attr_robust_tf import data
 
     protocol = get_protocol(protocol)
     return data.load(protocol.dataset, protocol.split, data_dir=data_dir, limit=protocol.num_images,
-                     offset=protocol.offset, batch_size=protocol.chunk_size)
+                     offset=protocol.offset, batch_size=protocol.chunk_size, bounds=protocol.bounds)
 
 
 # ---------------------------------------------------------------------------------------------------

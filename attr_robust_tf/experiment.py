@@ -125,7 +125,7 @@ def epoch_order(seed, epoch, n):
     return tf.argsort(tf.random.stateless_uniform([n], key), stable=True)
 
 
-def _train_dataset(images, labels, *, batch_size, steps, seed, first_epoch, epochs, augment):
+def _train_dataset(images, labels, *, batch_size, steps, seed, first_epoch, epochs, augment, bounds=(0.0, 1.0)):
     """Batches of epochs first_epoch .. epochs−1; batch b of epoch e is fixed by (seed, e, b) alone."""
     n = len(labels)
     is_uint8 = images.dtype == np.uint8
@@ -143,7 +143,7 @@ def _train_dataset(images, labels, *, batch_size, steps, seed, first_epoch, epoc
         x = tf.cast(x, tf.float32) / 255.0 if is_uint8 else tf.cast(x, tf.float32)
         if augment:
             x = augment_lib.random_affine(x, tf.stack([tf.constant(seed + _AUGMENT_STREAM, tf.int64), step]))
-        return x, tf.gather(labels, index)
+        return data.to_bounds(x, bounds), tf.gather(labels, index)  # [0, 1] → data.bounds
 
     ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
     return ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -155,7 +155,8 @@ def build_datasets(config, *, initial_epoch=0):
     `train` yields exactly `(epochs − initial_epoch) · steps_per_epoch` full batches: each epoch is a fresh
     permutation (`epoch_order`) cut into `steps_per_epoch` batches of `train.batch_size`, augmented with
     stateless seeds (seed, global step) when `data.augment`. `validation` is the first
-    `data.validation_limit` examples of the validation split, batched (None when the limit is 0).
+    `data.validation_limit` examples of the validation split, batched (None when the limit is 0). Images are
+    served in `data.bounds` (default [0, 1]), the range the model, its ε and the checks are declared in.
     """
     (images, labels), validation = _arrays(config)
     batch = config.train.batch_size
@@ -170,10 +171,11 @@ def build_datasets(config, *, initial_epoch=0):
             f"`train.steps_per_epoch` must be <= {full} (= {len(labels)} examples // batch {batch}), so each "
             f"epoch is one pass over a permutation. Received: train.steps_per_epoch={steps}.")
     augment = bool(config.data.get("augment", False))
+    bounds = tuple(config.data.get("bounds", (0.0, 1.0)))
     train = _train_dataset(images, labels, batch_size=batch, steps=steps, seed=config.seed,
-                           first_epoch=initial_epoch, epochs=config.train.epochs, augment=augment)
+                           first_epoch=initial_epoch, epochs=config.train.epochs, augment=augment, bounds=bounds)
     if validation is not None:
-        validation = data.make_dataset(*validation, batch_size=batch)
+        validation = data.make_dataset(*validation, batch_size=batch, bounds=bounds)
     return train, validation, steps
 
 

@@ -39,6 +39,26 @@ def test_load_elements_are_float_in_unit_range_and_int32(idx_root):
     np.testing.assert_array_equal(y, arrays["test_labels"])
 
 
+@pytest.mark.parametrize("bounds", [(0, 255), (-1.0, 1.0), (0.0, 1.0)])
+def test_load_serves_the_declared_bounds(idx_root, bounds):
+    root, arrays = idx_root
+    x, _ = _epoch(data.load("mnist", "test", data_dir=root, bounds=bounds))
+    pixels = arrays["test_images"].astype(np.float64)  # uint8 in the files
+    want = bounds[0] + pixels * (bounds[1] - bounds[0]) / 255.0  # float64 oracle
+    np.testing.assert_allclose(x[..., 0], want, rtol=0, atol=1e-6 * max(1.0, abs(bounds[1])))
+    if bounds == (0, 255):
+        np.testing.assert_array_equal(x[..., 0], arrays["test_images"])  # raw pixel values, exactly
+    assert x.min() >= bounds[0] and x.max() <= bounds[1]
+
+
+def test_float_images_in_unit_range_are_mapped_to_the_bounds():
+    images = np.random.default_rng(0).uniform(size=(6, 4, 4, 1)).astype(np.float32)
+    x, _ = _epoch(data.make_dataset(images, np.arange(6), bounds=(-1, 1)))
+    np.testing.assert_allclose(x, 2.0 * images - 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="bounds"):
+        data.make_dataset(images, np.arange(6), bounds=(1, 0))
+
+
 def test_batching_and_drop_remainder(idx_root):
     root, _ = idx_root
     sizes = [int(x.shape[0]) for x, _ in data.load("mnist", "test", data_dir=root, batch_size=5)]

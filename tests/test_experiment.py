@@ -124,6 +124,17 @@ def test_each_epoch_is_a_permutation_fixed_by_seed_and_epoch():
     assert len(batches(validation)) == 2  # 16 validation examples in batches of 8
 
 
+def test_datasets_are_served_in_data_bounds():
+    c = config("fmnist", "natural", "tiny", **{"data.num_examples": 40, "train.epochs": 1})
+    scaled = config_utils.override(c, {"data.bounds": (0.0, 255.0)})
+    for (xa, ya), (xb, yb) in zip(batches(experiment.build_datasets(c)[0]),
+                                  batches(experiment.build_datasets(scaled)[0]), strict=True):
+        np.testing.assert_allclose(xb, 255.0 * xa, rtol=1e-6)
+        np.testing.assert_array_equal(ya, yb)
+    validation = batches(experiment.build_datasets(scaled)[1])
+    assert max(float(x.max()) for x, _ in validation) > 1.0
+
+
 def test_bad_epoch_sizes():
     c = config("fmnist", "natural", "tiny", **{"train.steps_per_epoch": 9})
     with pytest.raises(ValueError, match=r"`train.steps_per_epoch` must be <= 8 \(= 64 examples // batch 8\)"):

@@ -5,7 +5,7 @@ TFDS builders live in `attr_robust_tf.data.tfds_builders` (needs the `tfds` extr
 """
 from attr_robust_tf.data.catalog import NAMES, DatasetInfo
 from attr_robust_tf.data.flowers import FLOWER17_REFERENCE_LABELS, rar_split
-from attr_robust_tf.data.loaders import arrays, clear_cache, info, load, make_dataset, synthetic
+from attr_robust_tf.data.loaders import arrays, clear_cache, info, load, make_dataset, synthetic, to_bounds
 from attr_robust_tf.data.verify import ChecksumError
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "make_dataset",
     "rar_split",
     "synthetic",
+    "to_bounds",
 ]

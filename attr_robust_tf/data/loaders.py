@@ -190,13 +190,35 @@ def _to_float(images):
     return tf.cast(images, tf.float32) / 255.0
 
 
-def make_dataset(images, labels, *, batch_size=None, shuffle=False, seed=0, augment=False, drop_remainder=False):
-    """A `tf.data.Dataset` of (float32 image in [0, 1], int32 label) from uint8 or float arrays.
+def to_bounds(images, bounds=(0.0, 1.0)):
+    """Float images in [0, 1] mapped affinely onto the pixel range `bounds` = (lo, hi): lo + (hi − lo)·x.
+
+    The identity for the default (0, 1).
+    """
+    lo, hi = _checks.check_bounds(bounds, "bounds")
+    if (lo, hi) == (0.0, 1.0):
+        return images
+    return images * tf.constant(hi - lo, images.dtype) + tf.constant(lo, images.dtype)
+
+
+def _uint8_to_bounds(images, bounds):
+    lo, hi = bounds
+    if (lo, hi) == (0.0, 1.0):
+        return _to_float(images)
+    return tf.cast(images, tf.float32) * tf.constant((hi - lo) / 255.0, tf.float32) + tf.constant(lo, tf.float32)
+
+
+def make_dataset(images, labels, *, batch_size=None, shuffle=False, seed=0, augment=False, drop_remainder=False,
+                 bounds=(0.0, 1.0)):
+    """A `tf.data.Dataset` of (float32 image in `bounds`, int32 label) from uint8 or float arrays.
 
     The in-memory arrays are sliced, shuffled with `seed` (a new order each epoch, the same sequence each
     run), batched, converted to float32 and augmented in parallel `map`s, then prefetched. Augmentation draws
-    from a stateless stream seeded by `seed`, so equal seeds give equal epochs.
+    from a stateless stream seeded by `seed`, so equal seeds give equal epochs. uint8 pixels v become
+    lo + v·(hi − lo)/255 (v/255 for the default (0, 1); v itself for (0, 255)); float images are taken to lie
+    in [0, 1] and mapped to lo + (hi − lo)·x (`to_bounds`). ε and step sizes are then in the units of `bounds`.
     """
+    bounds = _checks.check_bounds(bounds, "bounds")
     if batch_size is not None:
         _checks.check_positive_int(batch_size, "batch_size")
     for flag, value in (("shuffle", shuffle), ("augment", augment), ("drop_remainder", drop_remainder)):
@@ -212,7 +234,7 @@ def make_dataset(images, labels, *, batch_size=None, shuffle=False, seed=0, augm
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     def convert(x, y):
-        return (_to_float(x) if is_uint8 else tf.cast(x, tf.float32)), y
+        return (_uint8_to_bounds(x, bounds) if is_uint8 else to_bounds(tf.cast(x, tf.float32), bounds)), y
 
     if augment:
         # One (2,) stateless seed per element (or batch) from a seeded stream that differs between epochs.
@@ -220,10 +242,10 @@ def make_dataset(images, labels, *, batch_size=None, shuffle=False, seed=0, augm
         ds = tf.data.Dataset.zip(ds, seeds)
 
         def convert_and_augment(xy, s):
-            x, y = convert(*xy)
-            if batch_size is None:
-                return augment_lib.random_affine(x[None], s)[0], y
-            return augment_lib.random_affine(x, s), y
+            x, y = xy
+            x = _to_float(x) if is_uint8 else tf.cast(x, tf.float32)  # [0, 1]: the affine fill is black (0)
+            x = augment_lib.random_affine(x[None], s)[0] if batch_size is None else augment_lib.random_affine(x, s)
+            return to_bounds(x, bounds), y
 
         ds = ds.map(convert_and_augment, num_parallel_calls=tf.data.AUTOTUNE)
     else:
@@ -233,8 +255,8 @@ def make_dataset(images, labels, *, batch_size=None, shuffle=False, seed=0, augm
 
 def load(name, split, *, data_dir=None, image_size=None, batch_size=None, shuffle=False, seed=0, augment=False,
          limit=None, offset=0, drop_remainder=False, download=False, verify=True, cache_dir=None, crop_roi=False,
-         split_seed=None, resample="lanczos"):
-    """A `tf.data.Dataset` of (image float32 (H, W, C) in [0, 1], label int32) for one split.
+         split_seed=None, resample="lanczos", bounds=(0.0, 1.0)):
+    """A `tf.data.Dataset` of (image float32 (H, W, C) in `bounds`, default [0, 1], label int32) for one split.
 
     Arguments as in `arrays`, plus:
         batch_size: batch the examples (None: unbatched).
@@ -242,6 +264,7 @@ def load(name, split, *, data_dir=None, image_size=None, batch_size=None, shuffl
         seed: seed of the shuffle and the augmentation.
         augment: random rotation ±15° and translation ≤ 5 px per image (pure TF ops, deterministic given seed).
         drop_remainder: drop the last partial batch.
+        bounds: the pixel range (lo, hi) to serve, e.g. (0, 255) for raw pixel values (`make_dataset`).
 
     Decoded arrays are cached per process (and on disk for GTSRB/Flowers), so loading a split twice decodes
     it once.
@@ -253,7 +276,7 @@ def load(name, split, *, data_dir=None, image_size=None, batch_size=None, shuffl
                             download=download, verify=verify, cache_dir=cache_dir, crop_roi=crop_roi,
                             split_seed=split_seed, resample=resample)
     return make_dataset(images, labels, batch_size=batch_size, shuffle=shuffle, seed=seed, augment=augment,
-                        drop_remainder=drop_remainder)
+                        drop_remainder=drop_remainder, bounds=bounds)
 
 
 def synthetic(num_examples, image_shape=(8, 8, 1), num_classes=3, seed=0, *, batch_size=None, shuffle=False,
