@@ -9,6 +9,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
+from attr_robust_tf._files import write_atomic  # the one atomic-write helper (str or bytes)
 from attr_robust_tf.evaluation import LENS_METRICS, METRICS
 
 _METRIC_TITLES = {
@@ -29,16 +30,6 @@ _LENS_TITLES = {
 # ---------------------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------------------
-
-def write_atomic(path, data):
-    """Writes `data` (str or bytes) to `path` via a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
 
 def write_json(report, path):
     """`report.to_dict()` as indented JSON (NaN → null)."""

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from attr_robust_tf import _checks
+from attr_robust_tf import _checks, _tensors
 
 _SMALL = 4  # Kendall: inversions inside blocks of this many entries are counted by direct comparison
 # Kendall: entries per group of maps processed together (2 Flower maps). Small groups keep the temporaries
@@ -281,12 +281,7 @@ def spearman_rho(clean_map, adv_map):
 
 def _center(maps):
     """S-weighted mean (row, col) position of each map (N, H, W) -> (N, 2) float64; NaN for a zero map."""
-    maps = tf.cast(maps, tf.float64)
-    rows = tf.cast(tf.range(tf.shape(maps)[1]), tf.float64)[None, :, None]  # (1, H, 1)
-    cols = tf.cast(tf.range(tf.shape(maps)[2]), tf.float64)[None, None, :]  # (1, 1, W)
-    total = tf.reduce_sum(maps, axis=[1, 2])
-    return tf.stack([tf.reduce_sum(maps * rows, axis=[1, 2]) / total,
-                     tf.reduce_sum(maps * cols, axis=[1, 2]) / total], axis=-1)
+    return _tensors.mass_center(tf.cast(maps, tf.float64), empty=float("nan"))
 
 
 def center_of_mass_shift(clean_map, adv_map):
