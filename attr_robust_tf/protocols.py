@@ -237,9 +237,18 @@ def get_protocol(name, **overrides):
 def parse_overrides(items):
     """["restarts=1", "epsilon=0.05", "quantize=None"] → {"restarts": 1, "epsilon": 0.05, "quantize": None}.
 
-    Values are Python literals where they parse as one (numbers, None, True), else strings
-    (`config_utils.parse_value`, the one parser of override values).
+    Values are Python literals where they parse as one (numbers, None, True), else strings.
     """
-    from attr_robust_tf import config_utils  # noqa: PLC0415  (config_utils is the heavier module)
+    import ast
 
-    return config_utils.parse_overrides(items, "A protocol override", "field=value")
+    out = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"A protocol override must look like field=value. Received: {item!r}.")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        out[key.strip()] = value
+    return out
