@@ -2,7 +2,9 @@
 
 `chunked_input_gradients` evaluates ∇_z Σ s(f(z), t) over the rows of `points` in chunks of `batch_size`
 inside one `tf.while_loop` (at most two chunks in flight, `parallel_iterations=2`), so neither the memory of
-a run nor the size of the traced graph depends on the number of points. `recomputed_input_gradients` is the
+a run nor the size of the traced graph depends on the number of points. Every chunk has exactly
+`batch_size` rows (static shapes, so the loop also compiles under XLA): the last one repeats the last row,
+and the repeated rows are masked out of every sum. `recomputed_input_gradients` is the
 same computation as a custom-gradient op for use under a recording tape: it keeps no activations, and its
 gradient (a Hessian-vector product) re-runs each chunk in a second loop (gradient checkpointing, Chen et
 al. 2016, arXiv 1604.06174, per chunk).
@@ -55,31 +57,32 @@ def input_gradient(model, z, t, score_fn, call_logits, training):
 
 
 def _for_each_chunk(total, batch_size, body, state):
-    """state ← body(start, size, *state) for the chunks [start, start + size) of range(total), in order.
+    """state ← body(rows, valid, *state) for the chunks of range(total), in order.
 
-    A `tf.while_loop` (`PARALLEL_CHUNKS` iterations in flight, each step's state after the last): eagerly a
-    Python loop, in a graph one loop op whose size does not depend on the number of chunks.
+    `rows` (batch_size,) are the chunk's row indices, clamped to total − 1 in the last chunk, and `valid` marks
+    the real ones. A `tf.while_loop` (`PARALLEL_CHUNKS` iterations in flight, each step's state after the
+    last): eagerly a Python loop, in a graph one loop op whose size does not depend on the number of chunks.
     """
     total = tf.cast(total, tf.int32)
     count = (total + batch_size - 1) // batch_size
+    offsets = tf.range(batch_size)
 
     def step(i, *carried):
-        start = i * batch_size
-        return (i + 1, *body(start, tf.minimum(batch_size, total - start), *carried))
+        rows = i * batch_size + offsets
+        return (i + 1, *body(tf.minimum(rows, total - 1), rows < total, *carried))
 
     return tf.while_loop(lambda i, *_: i < count, step, (tf.constant(0), *state),
                          parallel_iterations=PARALLEL_CHUNKS)[1:]
 
 
-def _rows(tensor, start, size):
-    return tensor[start:start + size]
+def _masked(valid, values):
+    """values with the rows of the repeated (not valid) chunk rows set to 0."""
+    return tf.where(tf.reshape(valid, [-1] + [1] * (values.shape.rank - 1)), values, tf.zeros_like(values))
 
 
-def _chunk_array(like, batch_size):
-    """An empty TensorArray with one element per chunk of the rows of `like` (the last may be shorter)."""
-    count = (tf.shape(like)[0] + batch_size - 1) // batch_size
-    return tf.TensorArray(like.dtype, size=count, infer_shape=False,
-                          element_shape=tf.TensorShape([None]).concatenate(like.shape[1:]))
+def _add_rows(target, index, rows):
+    """target with rows[k] added at target[index[k]] (a scatter-add; repeated indices add up)."""
+    return tf.tensor_scatter_nd_add(target, index[:, None], rows)
 
 
 def _chunk_vjp(model, z, t, v, variables, score_fn, call_logits, training):
@@ -119,13 +122,12 @@ class _WeightGradients:
 def chunked_input_gradients(model, points, target, score_fn, call_logits, batch_size, training):
     """`input_gradient` of every row of `points`, `batch_size` rows at a time (no tape keeps anything)."""
 
-    def body(start, size, grads):
-        z = _rows(points, start, size)
-        return (grads.write(start // batch_size,
-                            input_gradient(model, z, _rows(target, start, size), score_fn, call_logits, training)),)
+    def body(rows, valid, grads):
+        g = input_gradient(model, tf.gather(points, rows), tf.gather(target, rows), score_fn, call_logits, training)
+        return (_add_rows(grads, rows, _masked(valid, g)),)
 
-    (grads,) = _for_each_chunk(tf.shape(points)[0], batch_size, body, (_chunk_array(points, batch_size),))
-    return tf.ensure_shape(grads.concat(), points.shape)
+    (grads,) = _for_each_chunk(tf.shape(points)[0], batch_size, body, (tf.zeros_like(points),))
+    return grads
 
 
 def recomputed_input_gradients(model, points, target, score_fn, call_logits, batch_size, training):
@@ -147,49 +149,43 @@ def recomputed_input_gradients(model, points, target, score_fn, call_logits, bat
         def backward(upstream, variables=None):
             theta = _WeightGradients(variables, inputs_only)
 
-            def body(start, size, z_grads, *sums):
-                z_grad, parts = _chunk_vjp(model, _rows(z_all, start, size), _rows(t_all, start, size),
-                                           _rows(upstream, start, size), theta.variables, score_fn, call_logits,
-                                           training)
-                return (z_grads.write(start // batch_size, z_grad), *theta.add(sums, parts))
+            def body(rows, valid, z_grads, *sums):
+                v = _masked(valid, tf.gather(upstream, rows))  # a repeated row adds nothing
+                z_grad, parts = _chunk_vjp(model, tf.gather(z_all, rows), tf.gather(t_all, rows), v,
+                                           theta.variables, score_fn, call_logits, training)
+                return (_add_rows(z_grads, rows, _masked(valid, z_grad)), *theta.add(sums, parts))
 
-            z_grads, *sums = _for_each_chunk(tf.shape(z_all)[0], batch_size, body,
-                                             (_chunk_array(z_all, batch_size), *theta.zeros()))
-            return (tf.ensure_shape(z_grads.concat(), z_all.shape), None), theta.result(sums)
+            z_grad, *sums = _for_each_chunk(tf.shape(z_all)[0], batch_size, body,
+                                            (tf.zeros_like(z_all), *theta.zeros()))
+            return (z_grad, None), theta.result(sums)
 
         return result, backward
 
     return op(points, target)
 
 
-def _path_points(images, x0, alphas, start, size):
-    """Rows [start, start + size) of the point-major path points x₀ + α_j (x − x₀), row r = j·N + i.
+def _path_points(images, x0, alphas, rows):
+    """The point-major path points x₀ + α_j (x − x₀) of `rows`, row r = j·N + i; returns (points, j, i).
 
-    Returns (points, j, i). The arithmetic is that of the whole (m, N, ...) batch, so the points are the same.
+    The arithmetic is that of the whole (m, N, ...) batch, so the points are the same.
     """
-    rows = tf.range(start, start + size)
     n = tf.shape(images)[0]
     j, i = rows // n, rows % n
-    a = _row_weights(alphas, j, images.shape.rank)
+    a = _row_values(alphas, j, images.shape.rank)
     x0_i = tf.gather(x0, i)
     return x0_i + a * (tf.gather(images, i) - x0_i), j, i
 
 
-def _per_image(rows, i, like):
-    """like + Σ over the chunk's rows of `rows`, added to their image i (a scatter-add over the batch)."""
-    return tf.tensor_scatter_nd_add(like, i[:, None], rows)
-
-
-def _row_weights(values, j, rank):
+def _row_values(values, j, rank):
     """values[j] per row, shaped to broadcast over a chunk of rank `rank`."""
     return tf.reshape(tf.gather(values, j), [-1] + [1] * (rank - 1))
 
 
 def _mean_gradient_loop(model, images, x0, target, alphas, weights, score_fn, call_logits, batch_size, training):
-    def body(start, size, total):
-        z, j, i = _path_points(images, x0, alphas, start, size)
+    def body(rows, valid, total):
+        z, j, i = _path_points(images, x0, alphas, rows)
         g = input_gradient(model, z, tf.gather(target, i), score_fn, call_logits, training)
-        return (_per_image(_row_weights(weights, j, images.shape.rank) * g, i, total),)
+        return (_add_rows(total, i, _masked(valid, _row_values(weights, j, images.shape.rank) * g)),)
 
     m = tf.shape(alphas)[0]
     (total,) = _for_each_chunk(m * tf.shape(images)[0], batch_size, body, (tf.zeros_like(images),))
@@ -218,13 +214,14 @@ def path_mean_gradient(model, images, x0, target, alphas, weights, score_fn, cal
             theta = _WeightGradients(variables, inputs_only)
             rank = x.shape.rank
 
-            def body(start, size, x_grad, base_grad, *sums):
-                z, j, i = _path_points(x, base, alphas, start, size)
-                v = _row_weights(weights, j, rank) * tf.gather(upstream, i)
+            def body(rows, valid, x_grad, base_grad, *sums):
+                z, j, i = _path_points(x, base, alphas, rows)
+                v = _masked(valid, _row_values(weights, j, rank) * tf.gather(upstream, i))
                 z_grad, parts = _chunk_vjp(model, z, tf.gather(target, i), v, theta.variables, score_fn,
                                            call_logits, training)
-                a = _row_weights(alphas, j, rank)
-                return (_per_image(a * z_grad, i, x_grad), _per_image((1 - a) * z_grad, i, base_grad),
+                z_grad = _masked(valid, z_grad)
+                a = _row_values(alphas, j, rank)
+                return (_add_rows(x_grad, i, a * z_grad), _add_rows(base_grad, i, (1 - a) * z_grad),
                         *theta.add(sums, parts))
 
             x_grad, base_grad, *sums = _for_each_chunk(tf.shape(alphas)[0] * tf.shape(x)[0], batch_size, body,

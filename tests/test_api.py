@@ -14,7 +14,7 @@ PACKAGE = pathlib.Path(attr_robust_tf.__file__).parent
 # Layers of docs/conventions.md §2: a module may import only from strictly lower layers (or its own subpackage).
 LAYERS = {
     "errors": 0, "version": 0, "_checks": 0, "_files": 0, "_tensors": 0, "surrogate": 0, "distribute": 0,
-    "scores": 1, "data": 1, "metrics": 1, "models": 1,
+    "scores": 1, "data": 1, "metrics": 1, "models": 1, "path_chunks": 1,
     "attributions": 2,
     "attacks.pgd": 3, "settings": 3, "terms": 3, "penalties": 4, "regularizers": 5,
     "attacks.inner": 4, "attacks.attribution": 4,

@@ -564,6 +564,19 @@ class RecomputedChunksTest(TestCase):
             self.assertTrue(all(g is None for g in grads[True][1:]))
             self.assertTrue(any(g is not None for g in grads[False][1:]))
 
+    @pytest.mark.slow
+    def test_chunk_loop_compiles_under_xla_with_the_same_gradients(self):
+        variables = self.model.trainable_variables
+
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = _ig_l1(self.model, x, self.t, steps=6, batch_size=7)  # 30 points: a partial last chunk
+            return tape.gradient(loss, [x] + variables)
+
+        xla = tf.function(run, jit_compile=True, autograph=False)(self.x)
+        self._assert_grads_close(xla, run(self.x))
+
     def test_other_scores_rules_and_gradient_methods(self):
         for kwargs in (dict(score="cross_entropy", method="gausslegendre"), dict(score="probability")):
             self._assert_grads_close(self._grads(4, **kwargs), self._grads(None, **kwargs), str(kwargs))
