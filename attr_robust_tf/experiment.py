@@ -24,7 +24,6 @@ import shutil
 
 from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 
 from attr_robust_tf import config_utils, data, distribute, early_stopping, models
@@ -128,7 +127,6 @@ def epoch_order(seed, epoch, n):
 def _train_dataset(images, labels, *, batch_size, steps, seed, first_epoch, epochs, augment, bounds=(0.0, 1.0)):
     """Batches of epochs first_epoch .. epochs−1; batch b of epoch e is fixed by (seed, e, b) alone."""
     n = len(labels)
-    is_uint8 = images.dtype == np.uint8
     images = tf.constant(images)
     labels = tf.constant(labels, tf.int32)
 
@@ -140,10 +138,10 @@ def _train_dataset(images, labels, *, batch_size, steps, seed, first_epoch, epoc
 
     def fetch(index, step):
         x = tf.gather(images, index)  # (B, H, W, C)
-        x = tf.cast(x, tf.float32) / 255.0 if is_uint8 else tf.cast(x, tf.float32)
-        if augment:
-            x = augment_lib.random_affine(x, tf.stack([tf.constant(seed + _AUGMENT_STREAM, tf.int64), step]))
-        return data.to_bounds(x, bounds), tf.gather(labels, index)  # [0, 1] → data.bounds
+        if augment:  # in [0, 1], where the affine fill (0) is black
+            x = augment_lib.random_affine(data.to_bounds(x),
+                                          tf.stack([tf.constant(seed + _AUGMENT_STREAM, tf.int64), step]))
+        return data.to_bounds(x, bounds), tf.gather(labels, index)  # float32 in data.bounds
 
     ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
     return ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -7,8 +7,9 @@ The wrapper delegates `call` to the wrapped model and overrides only `train_step
 
 with the task loss from `compile(loss=...)` (`compute_loss`: sample weights, `model.losses`, 1/R scaling) and
 the penalties R_r of the objective row (objectives.py). All settings are one `RobustSettings` (settings.py):
-the row's defaults with the constructor's overrides. The inner attack and every attribution map run
-inside the outer `tf.GradientTape`, so ∇_θ L contains the double-backprop terms (docs/conventions.md §4, §12).
+the row's defaults with the constructor's overrides. Every attribution map of the penalties runs inside the
+outer `tf.GradientTape`, so ∇_θ L contains the double-backprop terms (docs/conventions.md §4, §12); the inner
+attack runs with that tape paused, since x′ is a constant of L.
 """
 import contextlib
 import difflib
@@ -93,29 +94,24 @@ def _check_batch_shapes(x_shape, y_shape):
             "Pass class indices, not one-hot labels, and compile with SparseCategoricalCrossentropy.")
 
 
-def _check_data_shapes(x, y):
-    """`_check_batch_shapes` on what `fit` receives, before anything is built: arrays, or a dataset of
-    (images, labels[, sample weights]) whose element spec is known. Other inputs are checked per batch."""
+def _check_fit_data(x, y):
+    """What `fit` receives, before anything is built: no empty arrays or datasets of known cardinality 0, and
+    `_check_batch_shapes` on arrays or on a dataset of (images, labels[, sample weights]) whose element spec is
+    known. Other inputs are checked per batch."""
     if isinstance(x, tf.data.Dataset):
+        if int(x.cardinality()) == 0:
+            raise ValueError("`x` must be a dataset with at least one batch of (images, labels). Received: an "
+                             "empty tf.data.Dataset (cardinality 0).")
         spec = x.element_spec
         if isinstance(spec, tuple) and len(spec) in (2, 3) and all(
                 isinstance(s, tf.TensorSpec) for s in spec[:2]):
             _check_batch_shapes(spec[0].shape, spec[1].shape)
         return
-    if hasattr(x, "shape") and hasattr(y, "shape"):
-        _check_batch_shapes(tf.TensorShape(x.shape), tf.TensorShape(y.shape))
-
-
-def _check_not_empty(x):
-    """Refuses arrays with no rows and datasets of known cardinality 0 before `fit` starts."""
-    if isinstance(x, tf.data.Dataset):
-        if int(x.cardinality()) == 0:
-            raise ValueError("`x` must be a dataset with at least one batch of (images, labels). Received: an "
-                             "empty tf.data.Dataset (cardinality 0).")
-        return
     rows = getattr(x, "shape", None)
     if rows is not None and len(rows) and rows[0] == 0:
         raise ValueError(f"`x` must hold at least one image. Received: x.shape={tuple(rows)}.")
+    if rows is not None and hasattr(y, "shape"):
+        _check_batch_shapes(tf.TensorShape(rows), tf.TensorShape(y.shape))
 
 
 class _BatchCounter(keras.callbacks.Callback):
@@ -162,7 +158,8 @@ class RobustModel(keras.Model):
       **overrides: fields of `RobustSettings` replacing the row's defaults (`None`: the default):
         `epsilon`, `step_size`, `attack_steps`, `random_start`, `ig_steps`, `inner_ig_steps`, `ig_method`,
         `ig_batch_size`, `inner_weight`, `surrogate_beta`, `top_k`, `loss_reduction`, `seed`, `bounds` (the
-        pixel range every batch is checked against; see `settings.RobustSettings` for their meaning). Any other keyword goes to `keras.Model` (e.g. `name`).
+        pixel range every batch is checked against; see `settings.RobustSettings` for their meaning). Any other
+        keyword goes to `keras.Model` (e.g. `name`).
 
     The resolved settings are `settings`. The inner attack reads ε and its step size from two non-trainable
     variables (`epsilon_variable`, `step_size_variable`), so `schedules.EpsilonSchedule` can ramp them
@@ -426,8 +423,7 @@ class RobustModel(keras.Model):
         bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
         bound.apply_defaults()
         params = {name: value for name, value in bound.arguments.items() if name != "self"}
-        _check_not_empty(params["x"])
-        _check_data_shapes(params["x"], params["y"])
+        _check_fit_data(params["x"], params["y"])
         counter = _BatchCounter()
         callbacks = params["callbacks"]
         if isinstance(callbacks, keras.callbacks.CallbackList):

@@ -186,26 +186,22 @@ def arrays(name, split, *, data_dir=None, image_size=None, limit=None, offset=0,
     return images[offset:stop], labels[offset:stop]
 
 
-def _to_float(images):
-    return tf.cast(images, tf.float32) / 255.0
-
-
 def to_bounds(images, bounds=(0.0, 1.0)):
-    """Float images in [0, 1] mapped affinely onto the pixel range `bounds` = (lo, hi): lo + (hi − lo)·x.
+    """Images as float32 in the pixel range `bounds` = (lo, hi), from uint8 pixels or from floats in [0, 1].
 
-    The identity for the default (0, 1).
+    uint8 pixels v become lo + v·(hi − lo)/255: v/255 for the default (0, 1), v itself for (0, 255). Other
+    images are taken to lie in [0, 1] and become lo + (hi − lo)·x (the identity for (0, 1)).
     """
     lo, hi = _checks.check_bounds(bounds, "bounds")
+    if images.dtype == tf.uint8:
+        if (lo, hi) == (0.0, 1.0):
+            return tf.cast(images, tf.float32) / 255.0
+        scale = tf.constant((hi - lo) / 255.0, tf.float32)
+        return tf.cast(images, tf.float32) * scale + tf.constant(lo, tf.float32)
+    images = tf.cast(images, tf.float32)
     if (lo, hi) == (0.0, 1.0):
         return images
-    return images * tf.constant(hi - lo, images.dtype) + tf.constant(lo, images.dtype)
-
-
-def _uint8_to_bounds(images, bounds):
-    lo, hi = bounds
-    if (lo, hi) == (0.0, 1.0):
-        return _to_float(images)
-    return tf.cast(images, tf.float32) * tf.constant((hi - lo) / 255.0, tf.float32) + tf.constant(lo, tf.float32)
+    return images * tf.constant(hi - lo, tf.float32) + tf.constant(lo, tf.float32)
 
 
 def make_dataset(images, labels, *, batch_size=None, shuffle=False, seed=0, augment=False, drop_remainder=False,
@@ -214,9 +210,8 @@ def make_dataset(images, labels, *, batch_size=None, shuffle=False, seed=0, augm
 
     The in-memory arrays are sliced, shuffled with `seed` (a new order each epoch, the same sequence each
     run), batched, converted to float32 and augmented in parallel `map`s, then prefetched. Augmentation draws
-    from a stateless stream seeded by `seed`, so equal seeds give equal epochs. uint8 pixels v become
-    lo + v·(hi − lo)/255 (v/255 for the default (0, 1); v itself for (0, 255)); float images are taken to lie
-    in [0, 1] and mapped to lo + (hi − lo)·x (`to_bounds`). ε and step sizes are then in the units of `bounds`.
+    from a stateless stream seeded by `seed`, so equal seeds give equal epochs. Images are served in `bounds`
+    (`to_bounds`); ε and step sizes are then in the units of `bounds`.
     """
     bounds = _checks.check_bounds(bounds, "bounds")
     if batch_size is not None:
@@ -226,7 +221,6 @@ def make_dataset(images, labels, *, batch_size=None, shuffle=False, seed=0, augm
             raise ValueError(f"`{flag}` must be True or False. Received: {flag}={value!r}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}.")
-    is_uint8 = np.asarray(images[:0]).dtype == np.uint8
     ds = tf.data.Dataset.from_tensor_slices((images, np.asarray(labels, np.int32)))
     if shuffle:
         ds = ds.shuffle(max(1, len(labels)), seed=int(seed), reshuffle_each_iteration=True)
@@ -234,7 +228,7 @@ def make_dataset(images, labels, *, batch_size=None, shuffle=False, seed=0, augm
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     def convert(x, y):
-        return (_uint8_to_bounds(x, bounds) if is_uint8 else to_bounds(tf.cast(x, tf.float32), bounds)), y
+        return to_bounds(x, bounds), y
 
     if augment:
         # One (2,) stateless seed per element (or batch) from a seeded stream that differs between epochs.
@@ -243,7 +237,7 @@ def make_dataset(images, labels, *, batch_size=None, shuffle=False, seed=0, augm
 
         def convert_and_augment(xy, s):
             x, y = xy
-            x = _to_float(x) if is_uint8 else tf.cast(x, tf.float32)  # [0, 1]: the affine fill is black (0)
+            x = to_bounds(x)  # augmented in [0, 1], where the affine fill (0) is black
             x = augment_lib.random_affine(x[None], s)[0] if batch_size is None else augment_lib.random_affine(x, s)
             return to_bounds(x, bounds), y
 
