@@ -306,6 +306,7 @@ class ToolTest(testing.TestCase):
                          [reproduction.OBJECTIVE_TITLES[o] for o in objectives])
         self.assertIn("Scale `tiny`: synthetic 8×8 images", text)
         self.assertEqual(Image.open(os.path.splitext(results)[0] + ".png").mode, "RGB")
+        structure_rows = text.split("Map structure (docs/method.md §15)", 1)[1].split("**The claim**", 1)[0]
         for objective in objectives:
             folder = reproduction.cell_dir(workdir, "tiny", "fashion_mnist", objective)
             with open(os.path.join(folder, "result.json")) as f:
@@ -324,6 +325,12 @@ class ToolTest(testing.TestCase):
             self.assertAllClose(report["natural_accuracy"], accuracy)
             self.assertEqual(result["summaries"], report["summaries"])
             self.assertIn(f"{100 * accuracy:.1f}%", rows[objectives.index(objective)])
+            # map structure: the first conv's one-pixel filters, from the saved kernel in NumPy
+            kernel = np.abs(next(v.numpy() for v in model.weights if len(v.shape) == 4)).sum(axis=2)
+            taps = kernel.reshape(-1, kernel.shape[-1])
+            share = taps.max(axis=0) / taps.sum(axis=0)
+            self.assertIn(f"| {reproduction.OBJECTIVE_TITLES[objective]} | {int(np.sum(share > 0.5))} of "
+                          f"{share.size} | {share.mean():.2f} | ", structure_rows)
             # restarts: restart 0 is the 1-run attack, so the kept τ can only go down
             study = result["restart_study"]
             if objective not in reproduction.STUDY_OBJECTIVES:

@@ -11,7 +11,10 @@ Modules, by what they do:
     names         datasets, objectives and ablation variants, scales, configs of a cell
     cells         running cells: train if missing, evaluate if missing, per-image values, convergence record
     comparisons   statistics of comparisons: paired differences with a bootstrap interval over the same images
-    pages         rendering RESULTS.md and the demo report (tables, claim lines, convergence, settings, times)
+    structure     why a pixel top-k is what it is: map concentration, block top-k, one-pixel first-layer filters
+    tables        Markdown tables: results, LENS, evaluation differences, settings, convergence, map structure
+    claims        the sentences about the claim, generated from the paired (or per-model) numbers
+    pages         assembling RESULTS.md and the demo report from the tables, claims and figures
     figures       matplotlib figures: bars with intervals, paired differences, Pareto fronts
 
 Every public name is importable from `attr_robust_tf.reproduction`.
@@ -27,10 +30,14 @@ from attr_robust_tf.reproduction.names import (ALIASES, BASE_OBJECTIVES, BASELIN
                                                RAR_TABLE1, SCALES, STUDY_IMAGES, STUDY_OBJECTIVES, TITLES,
                                                cell_dir, is_sarkar, load_config, parse_datasets, parse_objectives,
                                                split_entry, title)
-from attr_robust_tf.reproduction.pages import (EXPECTED_RUNTIME, TARGETS, format_results, paired_claim,  # noqa
-                                               results_table, verdict, write_demo_report, write_results)
+from attr_robust_tf.reproduction.claims import paired_claim, verdict  # noqa: F401
+from attr_robust_tf.reproduction.pages import EXPECTED_RUNTIME, format_results, write_demo_report, write_results  # noqa
+from attr_robust_tf.reproduction.structure import (block_topk_intersection, first_conv_peak_share,  # noqa: F401
+                                                   map_structure, mass_support)
+from attr_robust_tf.reproduction.tables import TARGETS, results_table  # noqa: F401
 
 __all__ = ["DATASETS", "OBJECTIVES", "SCALES", "RAR_TABLE1", "parse_datasets", "parse_objectives", "split_entry",
            "title", "load_config", "cell_dir", "run_cell", "reproduce", "results_table", "format_results", "bar_chart",
            "write_results", "write_demo_report", "finished_cells", "paired_difference", "paired_comparisons",
-           "results_figure", "paired_figure", "pareto_figure", "fronts_figure"]
+           "results_figure", "paired_figure", "pareto_figure", "fronts_figure", "map_structure",
+           "block_topk_intersection", "mass_support", "first_conv_peak_share"]

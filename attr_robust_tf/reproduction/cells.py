@@ -254,9 +254,9 @@ def run_cell(dataset, entry, scale, workdir, *, limit=None, study_images=None, s
 
 
 def _with_records(result, folder, entry):
-    """A result plus what is read fresh from the cell folder: wall times and the convergence record."""
+    """A result plus what is read fresh from the cell folder: its path, wall times and the convergence record."""
     timing = _read_json(os.path.join(folder, "timing.json")) or {}
-    return {**result, "entry": entry, "train_seconds": timing.get("train_seconds"),
+    return {**result, "entry": entry, "folder": folder, "train_seconds": timing.get("train_seconds"),
             "eval_wall_seconds": timing.get("eval_seconds"), "convergence": convergence(os.path.join(folder, "train"))}
 
 

@@ -1,21 +1,22 @@
 """Rendering pages: RESULTS.md (tables, claim lines, convergence, settings, wall times, figures) and the demo report.
 
-The sentences about the claim are generated from the numbers: per-model means with their own bootstrap
-intervals in the tables, and the claim lines from the paired comparisons with IG-SUM-NORM
-(`comparisons.paired_comparisons`) when the cells hold per-image values; cells written before that get the
-per-model comparison instead.
+The tables live in `tables`, the sentences about the claim in `claims`, the map-structure records in `structure`;
+this module assembles them into pages.
 """
 import datetime
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from attr_robust_tf import evaluation_report, pareto
-from attr_robust_tf.reproduction import comparisons, figures
-from attr_robust_tf.reproduction.names import (BASELINE, EARLIER, RAR_TABLE1, TITLES, is_sarkar, split_entry,
-                                               title)
+from attr_robust_tf.reproduction import comparisons, figures, structure
+from attr_robust_tf.reproduction.claims import (CLAIM_GAIN, CLAIM_NA, _points, paired_claim,  # noqa: F401
+                                                paired_table, unpaired_claim, verdict)
+from attr_robust_tf.reproduction.names import BASELINE, TITLES, is_sarkar, split_entry, title
+from attr_robust_tf.reproduction.tables import (TARGETS, _seconds, convergence_table,  # noqa: F401
+                                                differences_table, lens_table, results_table, settings_table,
+                                                structure_table)
 from attr_robust_tf.version import __version__
 
 EXPECTED_RUNTIME = {
@@ -36,269 +37,6 @@ EXPECTED_RUNTIME = {
 }
 
 
-def _fmt(stat, percent, ci=True):
-    if stat is None or stat.get("mean") is None:
-        return "n/a"
-    mean, lo, hi = stat["mean"], stat.get("ci_low"), stat.get("ci_high")
-    text = f"{100 * mean:.1f}%" if percent else f"{mean:.3f}"
-    if ci and lo is not None and hi is not None:
-        text += f" [{100 * lo:.1f}, {100 * hi:.1f}]" if percent else f" [{lo:.3f}, {hi:.3f}]"
-    return text
-
-
-def _headline(cell):
-    return cell["summaries"][cell["failed_attack"]]
-
-
-def results_table(cells, *, spearman=True, images=True, rar=False, ci=True):
-    """Markdown table, one row per cell: NA, AA, top-k, Kendall (and Spearman, counts, RAR's recalled row)."""
-    k = cells[0]["protocol"]["k_eval"] if cells else 100
-    head = ["objective", "NA", "AA (PGD)", f"IN (top-{k})", "CO (Kendall τ)"]
-    head += ["Spearman ρ"] if spearman else []
-    head += ["images / attacked / no label-preserving iterate"] if images else []
-    head += ["RAR Table 1 NA / AA / IN / CO (recalled, unverified)"] if rar else []
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for cell in cells:
-        summary = _headline(cell)
-        row = [title(cell["entry"]),
-               _fmt(cell["natural_accuracy"], True, ci), _fmt(cell["pgd_accuracy"], True, ci),
-               _fmt(summary["topk"], True, ci), _fmt(summary["kendall"], False, ci)]
-        row += [_fmt(summary["spearman"], False, ci)] if spearman else []
-        row += [f"{cell['num_images']} / {cell['num_correct']} / {cell['num_failed']}"] if images else []
-        if rar:
-            ref = RAR_TABLE1.get((cell["dataset"], cell["entry"]))  # variants have no recalled row
-            row.append("—" if ref is None or cell.get("synthetic") else
-                       f"{100 * ref[0]:.2f}% / {100 * ref[1]:.2f}% / {100 * ref[2]:.2f}% / {ref[3]:.4f}")
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
-
-
-LENS_COLUMNS = (("lens_topk", "{w}-LENS-recall@{k}"), ("lens_topk_div", "{w}-LENS-recall@{k}-div"),
-                ("lens_kendall", "{w}-LENS-Kendall"), ("lens_spearman", "{w}-LENS-Spearman"))
-
-
-def lens_table(cells, *, ci=True):
-    """Markdown table of the locality-sensitive metrics (Kamath et al. 2024; docs/evaluation.md) of the cells that
-    report them; "" when none does (cells evaluated before the metrics existed)."""
-    cells = [c for c in cells if "lens_topk" in _headline(c)]
-    if not cells:
-        return ""
-    k, w = cells[0]["protocol"]["k_eval"], cells[0]["protocol"].get("lens_window", 3)
-    head = ["objective", f"IN (top-{k})"] + [label.format(w=w, k=k) for _, label in LENS_COLUMNS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for cell in cells:
-        summary = _headline(cell)
-        row = [title(cell["entry"]), _fmt(summary["topk"], True, ci)]
-        row += [_fmt(summary[name], name in ("lens_topk", "lens_topk_div"), ci) for name, _ in LENS_COLUMNS]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
-
-
-def _claim(cells):
-    """Sentences comparing Sarkar et al. 2021 (and its variants) with the best earlier method and IG-SUM-NORM."""
-    ours = [c for c in cells if is_sarkar(c["objective"])]
-    if not ours:
-        return ["Sarkar et al. 2021 was not part of this run."]
-    earlier = [c for c in cells if c["objective"] in EARLIER]
-    if not earlier:
-        return ["No earlier attributional-robustness method was part of this run."]
-    lines = []
-    for cell in ours:
-        for metric, name, percent in (("topk", "top-k intersection", True), ("kendall", "Kendall's τ", False)):
-            mine = _headline(cell)[metric]
-            rivals = {c["entry"]: _headline(c)[metric] for c in earlier if _headline(c)[metric]["mean"] is not None}
-            if mine["mean"] is None or not rivals:
-                lines.append(f"- {name}: undefined for at least one model.")
-                continue
-            best = max(rivals, key=lambda e: rivals[e]["mean"])
-            compared = [best] + ([BASELINE] if best != BASELINE and BASELINE in rivals else [])
-            parts = []
-            for entry in compared:
-                other = rivals[entry]
-                diff = mine["mean"] - other["mean"]
-                unit = f"{100 * diff:+.1f} points" if percent else f"{diff:+.3f}"
-                rel = f", {100 * diff / abs(other['mean']):+.1f} % relative" if other["mean"] else ""
-                overlap = (mine["ci_low"] is not None and other["ci_low"] is not None
-                           and mine["ci_low"] <= other["ci_high"] and other["ci_low"] <= mine["ci_high"])
-                parts.append(f"vs {title(entry)}{' (best earlier)' if entry == best else ''} "
-                             f"{_fmt(other, percent, False)}: {unit}{rel}, {'higher' if diff > 0 else 'not higher'}; "
-                             f"the 95 % intervals {'overlap' if overlap else 'do not overlap'}")
-            lines.append(f"- {name}: {title(cell['entry'])} {_fmt(mine, percent)}; " + "; ".join(parts) + ".")
-    return lines
-
-
-def _differences(cells):
-    """The failed-attack scoring table (honest vs reference (1, 1, 1)) and the restart study table."""
-    lines = ["| objective | attacked | no label-preserving iterate | IN ours (excluded) | IN reference (scored 1) "
-             "| τ ours | τ reference |", "|---|---|---|---|---|---|---|"]
-    for c in cells:
-        ex, ref = c["summaries"]["exclude"], c["summaries"]["reference"]
-        lines.append(f"| {title(c['entry'])} | {c['num_correct']} | {c['num_failed']} | "
-                     f"{_fmt(ex['topk'], True, False)} | {_fmt(ref['topk'], True, False)} | "
-                     f"{_fmt(ex['kendall'], False, False)} | {_fmt(ref['kendall'], False, False)} |")
-    studies = [c for c in cells if c.get("restart_study")]
-    if studies:
-        r = max(int(k[1:]) for k in studies[0]["restart_study"] if k.startswith("r"))
-        lines += ["", f"Restart study on the first {studies[0]['restart_study']['images']} test images (top-k "
-                  f"attack, honest scoring): 1 run, as in the reference code, vs {r} restarts (restart 0 from x, "
-                  "the others from random points in the ε-ball).", "",
-                  f"| objective | IN, 1 run | IN, {r} restarts | τ, 1 run | τ, {r} restarts | images with a lower τ "
-                  f"| failed (1 run → {r}) |", "|---|---|---|---|---|---|---|"]
-        for c in studies:
-            s = c["restart_study"]
-            one, many = s["r1"], s[f"r{r}"]
-            t1, tr = np.array(one["kendall"], float), np.array(many["kendall"], float)
-            both = np.array(one["found"], bool) & np.array(many["found"], bool)
-            lower = int(np.sum(tr[both] < t1[both] - 1e-6))
-            e1, er = one["summaries"]["exclude"], many["summaries"]["exclude"]
-            lines.append(f"| {title(c['entry'])} | {_fmt(e1['topk'], True, False)} | "
-                         f"{_fmt(er['topk'], True, False)} | {_fmt(e1['kendall'], False, False)} | "
-                         f"{_fmt(er['kendall'], False, False)} | {lower} of {int(both.sum())} | "
-                         f"{e1['num_failed']} → {er['num_failed']} |")
-    return lines
-
-
-# Targets to report against (not tuned towards), issue "converged scale": NA of natural and robust objectives.
-TARGETS = {"mnist": {"natural": 0.985, "robust": 0.93}, "fashion_mnist": {"natural": 0.88, "robust": 0.78}}
-CLAIM_GAIN, CLAIM_NA = 0.03, 0.02  # the question: ≥ 3 top-k points better at NA within 2 points
-
-
-def _settings(cells):
-    lines = ["| objective | model | train images | epochs × batch | early stopping | lr | inner attack ε / steps / "
-             "step | ε warm-up | IG points (outer / inner) | weights | reduction |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for c in cells:
-        cfg = c["config"]
-        d, r, t = cfg["data"], cfg["robust"], cfg["train"]
-        images = d.get("num_examples") or d.get("limit") or "all"
-        attack = (f"{r['epsilon']:.4g} / {r['attack_steps']} / {r['step_size']:.4g}" if "epsilon" in r else "—")
-        ig = f"{r.get('ig_steps', '—')} / {r.get('inner_ig_steps', '—')}"
-        weights = ", ".join(f"{k} {v:g}" for k, v in sorted((r.get("weights") or {}).items())) or "—"
-        if r.get("inner_weight") is not None:
-            weights += f"; inner {r['inner_weight']:g}"
-        patience = t.get("early_stopping_patience") or 0
-        stopping = f"patience {patience} (val. acc.)" if patience else "—"
-        n = r.get("epsilon_warmup_epochs")
-        warmup = f"{n} epoch{'s' if n > 1 else ''}, linear" if n else "—"
-        lines.append(f"| {title(c['entry'])} | {cfg['model']['name']} | {images} | {t['epochs']} × "
-                     f"{t['batch_size']} | {stopping} | {cfg['lr']:g} | {attack} | {warmup} | {ig} | {weights} | "
-                     f"{r['loss_reduction']} |")
-    return lines
-
-
-def _seconds(value):
-    if value is None:
-        return "—"
-    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
-
-
-def _points(stat, percent=True, signed=True):
-    """A paired difference as "+1.2 points [0.3, 2.1]" (or "+0.012 [0.003, 0.021]")."""
-    if stat is None or stat.get("mean") is None:
-        return "n/a"
-    scale, unit = (100, " points") if percent else (1, "")
-    fmt = "{:+.1f}" if percent else "{:+.3f}"
-    text = fmt.format(scale * stat["mean"]) + unit
-    if stat.get("ci_low") is not None and stat.get("ci_high") is not None:
-        inner = "{:.1f}" if percent else "{:.3f}"
-        text += f" [{inner.format(scale * stat['ci_low'])}, {inner.format(scale * stat['ci_high'])}]"
-    return text
-
-
-def _side(stat, threshold=0.0):
-    """Where a 95 % interval lies relative to `threshold`: "above", "below" or "contains"."""
-    if stat.get("ci_low") is None or stat.get("ci_high") is None:
-        return "undetermined"
-    if stat["ci_low"] > threshold:
-        return "above"
-    if stat["ci_high"] < threshold:
-        return "below"
-    return "contains"
-
-
-def _where(stat, threshold=0.0):
-    """"lies above", "lies below" or "contains" (`_side` as words)."""
-    side = _side(stat, threshold)
-    return side if side in ("contains", "undetermined") else f"lies {side}"
-
-
-def paired_table(paired):
-    """Markdown table of one dataset's paired differences to IG-SUM-NORM."""
-    lines = [f"| method − {title(BASELINE)} | Δ NA | Δ top-k intersection | Δ Kendall τ | pairs (NA / attacked "
-             "in both) |", "|---|---|---|---|---|"]
-    for entry, stats in paired.items():
-        lines.append(f"| {title(entry)} | {_points(stats['natural_accuracy'])} | {_points(stats['topk'])} | "
-                     f"{_points(stats['kendall'], percent=False)} | {stats['natural_accuracy']['n']} / "
-                     f"{stats['topk']['n']} |")
-    return lines
-
-
-def verdict(stats):
-    """The answer for one Sarkar row against IG-SUM-NORM: "yes", "no" or "unresolved", and the reason.
-
-    Yes: the paired top-k interval lies above +3 points and the NA interval above −2 points. No: the top-k
-    interval lies below +3 points, or NA is lower by more than 2 points (interval below −2). Otherwise the
-    intervals straddle a threshold.
-    """
-    topk, na = stats["topk"], stats["natural_accuracy"]
-    if topk["mean"] is None or na["mean"] is None:
-        return "unresolved", "no image was attacked in both models"
-    gain, accuracy = _side(topk, CLAIM_GAIN), _side(na, -CLAIM_NA)
-    if gain == "above" and accuracy == "above":
-        return "yes", "the top-k interval lies above +3 points and NA is within 2 points"
-    if gain == "below":
-        return "no", "the top-k interval lies below +3 points"
-    if accuracy == "below":
-        return "no", "NA is lower by more than 2 points"
-    return "unresolved", ("the top-k interval contains +3 points" if gain != "above" else
-                          "the NA interval contains −2 points")
-
-
-def paired_claim(cells, paired):
-    """The claim lines of one dataset from the paired differences (Sarkar rows against IG-SUM-NORM)."""
-    lines = []
-    for cell in cells:
-        if not is_sarkar(cell["objective"]) or cell["entry"] not in paired:
-            continue
-        stats = paired[cell["entry"]]
-        topk, kendall, na = stats["topk"], stats["kendall"], stats["natural_accuracy"]
-        if topk["mean"] is None:
-            lines.append(f"- {title(cell['entry'])}: no image was attacked in both models.")
-            continue
-        answer, reason = verdict(stats)
-        lines.append(
-            f"- {title(cell['entry'])} − {title(BASELINE)}, paired over the {topk['n']} images attacked in both "
-            f"({100 * topk['first']:.1f}% vs {100 * topk['second']:.1f}% top-k on those images): top-k "
-            f"{_points(topk)}, the interval {_where(topk)} 0 and {_where(topk, CLAIM_GAIN)} +3 points; "
-            f"Kendall's τ {_points(kendall, percent=False)}, the interval {_where(kendall)} 0; NA over "
-            f"{na['n']} images {_points(na)}. Better by ≥ 3 top-k points at NA within 2 points: **{answer}** "
-            f"({reason}).")
-    return lines or [f"No Sarkar et al. 2021 row was compared with {title(BASELINE)} here."]
-
-
-def convergence_table(cells, scale):
-    """Per cell: the epoch at which validation accuracy peaked, epochs run, the test NA and (medium) the target."""
-    targets = scale == "medium"
-    head = "| objective | best epoch | epochs run / max | best validation accuracy | stopped early | test NA |"
-    lines = [head + (" target NA | meets target |" if targets else ""),
-             "|---|---|---|---|---|---|" + ("---|---|" if targets else "")]
-    for c in cells:
-        conv = c.get("convergence") or {}
-        row = [title(c["entry"]), str(conv.get("best_epoch", "—")),
-               f"{conv.get('epochs_run', '—')} / {conv.get('max_epochs', '—')}",
-               "—" if conv.get("best_val_accuracy") is None else f"{100 * conv['best_val_accuracy']:.1f}%",
-               {True: "yes", False: "no"}.get(conv.get("stopped_early"), "—"),
-               _fmt(c["natural_accuracy"], True)]
-        if targets:
-            target = TARGETS.get(c["dataset"], {}).get("natural" if c["objective"] == "natural" else "robust")
-            if target is None or c.get("synthetic"):
-                row += ["—", "—"]
-            else:
-                row += [f"≥ {100 * target:.1f}%", "yes" if c["natural_accuracy"]["mean"] >= target else "**no**"]
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
-
-
 def _protocol_line(group):
     p = group[0]["protocol"]
     return (f"Protocol `{p['name']}`: top-k attack ε = {p['epsilon']:.4g}, {p['steps']} steps of "
@@ -308,8 +46,22 @@ def _protocol_line(group):
                               "(seed + 2), not real images." if group[0].get("synthetic") else ""))
 
 
-def _dataset_section(group, paired, level="##", suffix=""):
-    """Table, protocol, paired differences and claim lines of one dataset."""
+def _key(cell):
+    return cell.get("scale"), cell["dataset"], cell["entry"]
+
+
+def _structure_lines(group, structures):
+    """The map-structure table of one dataset (docs/method.md §15); [] without records."""
+    lines = structure_table(group, [(structures or {}).get(_key(c)) for c in group])
+    if not lines:
+        return []
+    return ["Map structure (docs/method.md §15): how concentrated the clean maps are, the top-k intersection over "
+            "the 2×2 blocks of the first max-pool next to the pixel one, and how many first-layer filters read "
+            "mostly one pixel. Means over every attacked image with saved maps.", ""] + lines + [""]
+
+
+def _dataset_section(group, paired, level="##", suffix="", structures=None):
+    """Table, protocol, map structure, paired differences and claim lines of one dataset."""
     synthetic = group[0].get("synthetic")
     lines = ["", f"{level} {TITLES[group[0]['dataset']]}{' (synthetic stand-in)' if synthetic else ''}{suffix}", "",
              results_table(group, rar=True), "", _protocol_line(group), ""]
@@ -320,6 +72,7 @@ def _dataset_section(group, paired, level="##", suffix=""):
                   f"kept when an attacked top-k pixel lies in its {w}×{w} neighbourhood; -div counts diverse top-k "
                   f"pixels only; LENS-Kendall/Spearman compare the maps after a {w}×{w} maximum filter "
                   "(docs/evaluation.md).", "", lens, ""]
+    lines += _structure_lines(group, structures)
     lines += [
              "**The claim** (Sarkar et al. 2021: +3 to +9 % in attribution robustness "
              "over the best earlier method):", ""]
@@ -329,7 +82,7 @@ def _dataset_section(group, paired, level="##", suffix=""):
                   "with a label-preserving iterate in both), with 95 % paired bootstrap intervals.", ""]
         lines += paired_table(paired) + [""] + paired_claim(group, paired)
         lines += ["", "Per-model comparison (unpaired; each mean with its own interval, as in the table):", ""]
-    lines += _claim(group)
+    lines += unpaired_claim(group)
     return lines
 
 
@@ -369,10 +122,11 @@ def _pareto_section(records, figure):
 
 
 def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None, generated=None, extra_scales=None,
-                   paired_chart=None, pareto_records=None, pareto_chart=None):
+                   paired_chart=None, pareto_records=None, pareto_chart=None, structures=None):
     """RESULTS.md: one table per dataset, the claim (paired with IG-SUM-NORM when the cells have per-image
     values), the evaluation differences, convergence, settings and wall times; then the tables of
-    `extra_scales` ({scale: cells}) and the Pareto fronts (`pareto_records`: {label: pareto.json record})."""
+    `extra_scales` ({scale: cells}), the Pareto fronts (`pareto_records`: {label: pareto.json record}) and the
+    map-structure tables (`structures`: {(scale, dataset, entry): `structure.map_structure` record})."""
     generated = generated or datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     datasets = list(dict.fromkeys(c["dataset"] for c in cells))
     synthetic = any(c.get("synthetic") for c in cells)
@@ -399,7 +153,8 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
     if chart:
         lines += ["", f"![NA, AA, top-k intersection and Kendall's τ per objective]({chart})"]
     for dataset in datasets:
-        lines += _dataset_section([c for c in cells if c["dataset"] == dataset], paired.get(dataset))
+        lines += _dataset_section([c for c in cells if c["dataset"] == dataset], paired.get(dataset),
+                                  structures=structures)
     if paired_chart:
         lines += ["", f"![Paired differences to {title(BASELINE)} with 95 % intervals]({paired_chart})"]
     verdicts = [(d, e, verdict(s)) for d in paired for e, s in paired[d].items() if is_sarkar(split_entry(e)[0])]
@@ -420,7 +175,7 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
               "(quirk 7), and AA attacks pure cross-entropy in inference mode for every model (quirk 4). The "
               "tables below give the difference the first two make."]
     for dataset in datasets:
-        lines += ["", f"### {TITLES[dataset]}", ""] + _differences([c for c in cells if c["dataset"] == dataset])
+        lines += ["", f"### {TITLES[dataset]}", ""] + differences_table([c for c in cells if c["dataset"] == dataset])
     if any(c.get("convergence") for c in cells):
         lines += ["", "## Convergence", "", "The epoch at which validation accuracy peaked (the weights kept when "
                   "early stopping is on), the epochs trained, and the test NA"
@@ -431,14 +186,14 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
                 [c for c in cells if c["dataset"] == dataset], scale)
     lines += ["", "## Settings"]
     for dataset in datasets:
-        lines += ["", f"### {TITLES[dataset]}", ""] + _settings([c for c in cells if c["dataset"] == dataset])
+        lines += ["", f"### {TITLES[dataset]}", ""] + settings_table([c for c in cells if c["dataset"] == dataset])
     for other, group_cells in (extra_scales or {}).items():
         other_paired = comparisons.paired_comparisons(group_cells)
         lines += ["", f"## Scale `{other}`", "", f"The finished `{other}` cells of the same workdir "
                   f"(expected runtime: {EXPECTED_RUNTIME[other]})."]
         for dataset in dict.fromkeys(c["dataset"] for c in group_cells):
             lines += _dataset_section([c for c in group_cells if c["dataset"] == dataset], other_paired.get(dataset),
-                                      level="###", suffix=f", `{other}`")
+                                      level="###", suffix=f", `{other}`", structures=structures)
     if pareto_records:
         lines += _pareto_section(pareto_records, pareto_chart)
     every = list(cells) + [c for group in (extra_scales or {}).values() for c in group]
@@ -480,10 +235,15 @@ def write_results(cells, path, *, scale, command=None, wall_seconds=None, extra_
         records[record.get("label") or os.path.basename(os.path.normpath(folder))] = record
     if records:
         pareto_chart = figures.save_figure(figures.fronts_figure(records), stem + "-pareto.png")
+    structures = {}
+    for c in list(cells) + [c for group in (extra_scales or {}).values() for c in group]:
+        if c.get("folder"):
+            structures[_key(c)] = structure.map_structure(c["folder"], c["protocol"]["k_eval"])
     name = os.path.basename
     text = format_results(cells, scale=scale, command=command, chart=name(chart), wall_seconds=wall_seconds,
                           extra_scales=extra_scales, paired_chart=paired_chart and name(paired_chart),
-                          pareto_records=records, pareto_chart=pareto_chart and name(pareto_chart))
+                          pareto_records=records, pareto_chart=pareto_chart and name(pareto_chart),
+                          structures=structures)
     evaluation_report.write_atomic(path, text)
     return path, chart
 

@@ -1,0 +1,124 @@
+"""The sentences about the claim (Sarkar et al. 2021: ≥ 3 top-k points over IG-SUM-NORM at NA within 2 points),
+generated from the numbers: paired differences with IG-SUM-NORM (`comparisons.paired_comparisons`) when the cells
+hold per-image values, else the per-model comparison with each model's own interval."""
+from attr_robust_tf.reproduction.names import BASELINE, EARLIER, is_sarkar, title
+from attr_robust_tf.reproduction.tables import _fmt, _headline
+
+CLAIM_GAIN, CLAIM_NA = 0.03, 0.02  # the question: ≥ 3 top-k points better at NA within 2 points
+
+
+def unpaired_claim(cells):
+    """Sentences comparing Sarkar et al. 2021 (and its variants) with the best earlier method and IG-SUM-NORM."""
+    ours = [c for c in cells if is_sarkar(c["objective"])]
+    if not ours:
+        return ["Sarkar et al. 2021 was not part of this run."]
+    earlier = [c for c in cells if c["objective"] in EARLIER]
+    if not earlier:
+        return ["No earlier attributional-robustness method was part of this run."]
+    lines = []
+    for cell in ours:
+        for metric, name, percent in (("topk", "top-k intersection", True), ("kendall", "Kendall's τ", False)):
+            mine = _headline(cell)[metric]
+            rivals = {c["entry"]: _headline(c)[metric] for c in earlier if _headline(c)[metric]["mean"] is not None}
+            if mine["mean"] is None or not rivals:
+                lines.append(f"- {name}: undefined for at least one model.")
+                continue
+            best = max(rivals, key=lambda e: rivals[e]["mean"])
+            compared = [best] + ([BASELINE] if best != BASELINE and BASELINE in rivals else [])
+            parts = []
+            for entry in compared:
+                other = rivals[entry]
+                diff = mine["mean"] - other["mean"]
+                unit = f"{100 * diff:+.1f} points" if percent else f"{diff:+.3f}"
+                rel = f", {100 * diff / abs(other['mean']):+.1f} % relative" if other["mean"] else ""
+                overlap = (mine["ci_low"] is not None and other["ci_low"] is not None
+                           and mine["ci_low"] <= other["ci_high"] and other["ci_low"] <= mine["ci_high"])
+                parts.append(f"vs {title(entry)}{' (best earlier)' if entry == best else ''} "
+                             f"{_fmt(other, percent, False)}: {unit}{rel}, {'higher' if diff > 0 else 'not higher'}; "
+                             f"the 95 % intervals {'overlap' if overlap else 'do not overlap'}")
+            lines.append(f"- {name}: {title(cell['entry'])} {_fmt(mine, percent)}; " + "; ".join(parts) + ".")
+    return lines
+
+
+def _points(stat, percent=True, signed=True):
+    """A paired difference as "+1.2 points [0.3, 2.1]" (or "+0.012 [0.003, 0.021]")."""
+    if stat is None or stat.get("mean") is None:
+        return "n/a"
+    scale, unit = (100, " points") if percent else (1, "")
+    fmt = "{:+.1f}" if percent else "{:+.3f}"
+    text = fmt.format(scale * stat["mean"]) + unit
+    if stat.get("ci_low") is not None and stat.get("ci_high") is not None:
+        inner = "{:.1f}" if percent else "{:.3f}"
+        text += f" [{inner.format(scale * stat['ci_low'])}, {inner.format(scale * stat['ci_high'])}]"
+    return text
+
+
+def _side(stat, threshold=0.0):
+    """Where a 95 % interval lies relative to `threshold`: "above", "below" or "contains"."""
+    if stat.get("ci_low") is None or stat.get("ci_high") is None:
+        return "undetermined"
+    if stat["ci_low"] > threshold:
+        return "above"
+    if stat["ci_high"] < threshold:
+        return "below"
+    return "contains"
+
+
+def _where(stat, threshold=0.0):
+    """"lies above", "lies below" or "contains" (`_side` as words)."""
+    side = _side(stat, threshold)
+    return side if side in ("contains", "undetermined") else f"lies {side}"
+
+
+def paired_table(paired):
+    """Markdown table of one dataset's paired differences to IG-SUM-NORM."""
+    lines = [f"| method − {title(BASELINE)} | Δ NA | Δ top-k intersection | Δ Kendall τ | pairs (NA / attacked "
+             "in both) |", "|---|---|---|---|---|"]
+    for entry, stats in paired.items():
+        lines.append(f"| {title(entry)} | {_points(stats['natural_accuracy'])} | {_points(stats['topk'])} | "
+                     f"{_points(stats['kendall'], percent=False)} | {stats['natural_accuracy']['n']} / "
+                     f"{stats['topk']['n']} |")
+    return lines
+
+
+def verdict(stats):
+    """The answer for one Sarkar row against IG-SUM-NORM: "yes", "no" or "unresolved", and the reason.
+
+    Yes: the paired top-k interval lies above +3 points and the NA interval above −2 points. No: the top-k
+    interval lies below +3 points, or NA is lower by more than 2 points (interval below −2). Otherwise the
+    intervals straddle a threshold.
+    """
+    topk, na = stats["topk"], stats["natural_accuracy"]
+    if topk["mean"] is None or na["mean"] is None:
+        return "unresolved", "no image was attacked in both models"
+    gain, accuracy = _side(topk, CLAIM_GAIN), _side(na, -CLAIM_NA)
+    if gain == "above" and accuracy == "above":
+        return "yes", "the top-k interval lies above +3 points and NA is within 2 points"
+    if gain == "below":
+        return "no", "the top-k interval lies below +3 points"
+    if accuracy == "below":
+        return "no", "NA is lower by more than 2 points"
+    return "unresolved", ("the top-k interval contains +3 points" if gain != "above" else
+                          "the NA interval contains −2 points")
+
+
+def paired_claim(cells, paired):
+    """The claim lines of one dataset from the paired differences (Sarkar rows against IG-SUM-NORM)."""
+    lines = []
+    for cell in cells:
+        if not is_sarkar(cell["objective"]) or cell["entry"] not in paired:
+            continue
+        stats = paired[cell["entry"]]
+        topk, kendall, na = stats["topk"], stats["kendall"], stats["natural_accuracy"]
+        if topk["mean"] is None:
+            lines.append(f"- {title(cell['entry'])}: no image was attacked in both models.")
+            continue
+        answer, reason = verdict(stats)
+        lines.append(
+            f"- {title(cell['entry'])} − {title(BASELINE)}, paired over the {topk['n']} images attacked in both "
+            f"({100 * topk['first']:.1f}% vs {100 * topk['second']:.1f}% top-k on those images): top-k "
+            f"{_points(topk)}, the interval {_where(topk)} 0 and {_where(topk, CLAIM_GAIN)} +3 points; "
+            f"Kendall's τ {_points(kendall, percent=False)}, the interval {_where(kendall)} 0; NA over "
+            f"{na['n']} images {_points(na)}. Better by ≥ 3 top-k points at NA within 2 points: **{answer}** "
+            f"({reason}).")
+    return lines or [f"No Sarkar et al. 2021 row was compared with {title(BASELINE)} here."]
