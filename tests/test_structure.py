@@ -150,3 +150,24 @@ class StructureTableTest(tf.test.TestCase):
         lines = tables.structure_table(cells[:2], [self._record(0.48, 0.61, 0), self._record(0.35, 0.55, 11)])
         self.assertIn("below Natural in blocks too", lines[-1])
         self.assertEqual(tables.structure_table(cells, [None, None, None]), [])
+
+
+class CacheTest(tf.test.TestCase):
+    def test_record_is_cached_and_refreshed(self):
+        rng = np.random.default_rng(4)
+        clean, adv = rng.random((4, 6, 6)), rng.random((4, 6, 6))
+        folder = MapStructureTest._folder(self, clean, adv)
+        first = structure.map_structure(folder, k=4)
+        self.assertTrue(os.path.exists(os.path.join(folder, structure.FILE)))
+        chunks = [os.path.join(folder, "eval", "chunks", n) for n in sorted(os.listdir(os.path.join(
+            folder, "eval", "chunks")))]
+        saved = {p: open(p, "rb").read() for p in chunks}
+        for p in chunks:  # a checkout without the chunks: the cached record
+            os.remove(p)
+        self.assertEqual(structure.map_structure(folder, k=4), first)
+        self.assertIsNone(structure.map_structure(folder, k=5))  # another k: not the cached one, and no maps
+        for p, content in saved.items():
+            with open(p, "wb") as f:
+                f.write(content)
+        np.savez(chunks[1], clean_maps=clean[3:], adversarial_maps=clean[3:])  # new maps: recomputed
+        self.assertNotEqual(structure.map_structure(folder, k=4), first)

@@ -13,16 +13,19 @@ A map whose mass moves by one pixel inside a pooling cell keeps its block top-k 
 pixel top-k falls; a map whose mass moves across the image loses all three.
 """
 import glob
+import json
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from attr_robust_tf import _checks, metrics
+from attr_robust_tf import _checks, _files, metrics
+from attr_robust_tf.reproduction.cells import file_sha256
 
 BLOCK = 2  # the pooling cell of the models the study trains (cpu_cnn: MaxPooling2D(2) after the first conv)
 MASS_SHARE = 0.8
+FILE = "structure.json"  # the cached record in the cell folder, reused while the model and the chunks are the same
 
 
 def block_sums(maps, block):
@@ -80,9 +83,13 @@ def first_conv_peak_share(model):
     return float(share.mean()), int(np.sum(share > 0.5)), int(share.size)
 
 
-def _chunk_maps(chunk_dir):
+def _chunk_files(folder):
+    return sorted(glob.glob(os.path.join(folder, "eval", "chunks", "chunk_*.npz")))
+
+
+def _chunk_maps(paths):
     clean, adv = [], []
-    for path in sorted(glob.glob(os.path.join(chunk_dir, "chunk_*.npz"))):
+    for path in paths:
         with np.load(path) as z:
             if "clean_maps" in z.files and len(z["clean_maps"]):
                 clean.append(z["clean_maps"])
@@ -98,9 +105,22 @@ def map_structure(folder, k, block=BLOCK):
     Returns {"images", "k", "block", "topk", "block_topk", "support", "peak_share", "peaked", "filters"} (means
     over the attacked images; the first-conv entries are None for a model without a Conv2D). Every attacked image
     of the saved chunks counts, those without a label-preserving iterate included (their maps are the last
-    iterate's), so `topk` can differ slightly from the table's.
+    iterate's), so `topk` can differ slightly from the table's. The record is cached in `FILE` next to the cell's
+    result and reused while the model file, k, the block and the chunk files (names and SHA-256) are unchanged, or
+    when the chunks are gone (a checkout that keeps only the durable files of a cell).
     """
-    clean, adv = _chunk_maps(os.path.join(folder, "eval", "chunks"))
+    model_path = os.path.join(folder, "train", "model.keras")
+    sha = file_sha256(model_path) if os.path.exists(model_path) else None
+    paths = _chunk_files(folder)
+    chunks = [[os.path.basename(p), file_sha256(p)] for p in paths]
+    cache_path = os.path.join(folder, FILE)
+    if os.path.exists(cache_path):
+        with open(cache_path) as f:
+            cached = json.load(f)
+        if (cached.get("model_sha256") == sha and cached["k"] == int(k) and cached["block"] == int(block)
+                and (not chunks or cached.get("chunks") == chunks)):
+            return cached["record"]
+    clean, adv = _chunk_maps(paths)
     if clean is None:
         return None
     h, w = clean.shape[1:3]
@@ -110,9 +130,10 @@ def map_structure(folder, k, block=BLOCK):
                              if h % block == 0 and w % block == 0 else None),
               "support": float(np.mean(mass_support(clean))),
               "peak_share": None, "peaked": None, "filters": None}
-    model_path = os.path.join(folder, "train", "model.keras")
-    if os.path.exists(model_path):
+    if sha is not None:
         peak = first_conv_peak_share(keras.models.load_model(model_path, compile=False))
         if peak is not None:
             record["peak_share"], record["peaked"], record["filters"] = peak
+    _files.write_atomic(cache_path, json.dumps({"model_sha256": sha, "k": int(k), "block": int(block),
+                                                "chunks": chunks, "record": record}, indent=1))
     return record
