@@ -170,8 +170,13 @@ class RenderingTest(testing.TestCase):
         self.assertIn("- MNIST, Sarkar et al. 2021: **no**: Δ top-k +1.0 points [1.0, 1.0]", text)
         self.assertIn("Per-model comparison (unpaired", text)  # the per-model sentences stay below
         rows = table_rows(text, "## Convergence")
-        self.assertEqual(rows[1], "| Sarkar et al. 2021 | 6 | 9 / 15 | 99.0% | yes | 90.0% [88.0, 92.0] | ≥ 93.0% | "
-                                  "no |".replace("| no |", "| **no** |"))
+        self.assertEqual(rows[1], "| Sarkar et al. 2021 | 6 | 9 / 15 | 99.0% | x′ (3-step inner attack) | yes | "
+                                  "90.0% [88.0, 92.0] | ≥ 93.0% | **no** |")
+        self.assertIn("- Sarkar et al. 2021 misses its target (90.0% < 93.0%): validation accuracy peaked at epoch 6 "
+                      "and early stopping ended training", text)
+        cells[1]["convergence"].update(best_epoch=15, epochs_run=15, stopped_early=False)
+        self.assertIn("- Sarkar et al. 2021 misses its target (90.0% < 93.0%): validation accuracy was still rising "
+                      "at the last of 15 epochs", reproduction.format_results(cells, scale="medium"))
         # another scale of the same workdir: its own section, after the settings
         text = reproduction.format_results(cells, scale="medium", extra_scales={"cpu": [dict(cells[0], scale="cpu")]})
         self.assertIn("## Scale `cpu`", text)

@@ -178,7 +178,9 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
         lines += ["", f"### {TITLES[dataset]}", ""] + differences_table([c for c in cells if c["dataset"] == dataset])
     if any(c.get("convergence") for c in cells):
         lines += ["", "## Convergence", "", "The epoch at which validation accuracy peaked (the weights kept when "
-                  "early stopping is on), the epochs trained, and the test NA"
+                  "early stopping is on), the epochs trained, and the test NA. Validation accuracy is measured on "
+                  "each objective's task input: the clean images, or for the rows trained on x′ the inner attack's "
+                  "points, so it reads lower than clean accuracy there"
                   + (" against the targets of a converged model (reported against, not tuned towards)"
                      if scale == "medium" else "") + "."]
         for dataset in datasets:
