@@ -402,6 +402,23 @@ class ToolTest(testing.TestCase):
         self.assertEqual(again.split("## Fashion-MNIST")[1].split("## Wall times")[0],
                          text.split("## Fashion-MNIST")[1].split("## Wall times")[0])
 
+        # --render_only: the page of the finished cells, the others named as pending; nothing runs
+        partial = os.path.join(self.get_temp_dir(), "partial", "RESULTS.md")
+        render = run("reproduce.py", "--datasets=fmnist,mnist", "--objectives=natural,madry", "--scale=tiny",
+                     f"--workdir={workdir}", f"--results={partial}", "--render_only", "--noprogress")
+        self.assertEqual(render.returncode, 0, render.stderr[-3000:])
+        self.assertEqual(mtimes(workdir), before)
+        with open(partial) as f:
+            page = f.read()
+        self.assertIn("> **Partial page: 2 cells of this run are not finished yet** and not shown: MNIST × Natural, "
+                      "MNIST × Madry et al. (PGD-AT).", page)
+        self.assertEqual([r.split(" | ")[0][2:] for r in table_rows(page, "## Fashion-MNIST (synthetic stand-in)")],
+                         ["Natural", "Madry et al. (PGD-AT)"])
+        empty = run("reproduce.py", "--datasets=mnist", "--scale=tiny", f"--workdir={workdir}",
+                    f"--results={partial}", "--render_only", "--noprogress")
+        self.assertNotEqual(empty.returncode, 0)
+        self.assertIn("`render_only` needs at least one finished tiny cell", empty.stderr)
+
         # an evaluation cut short: the report is gone, the saved chunks are reused, the model is not retrained
         folder = reproduction.cell_dir(workdir, "tiny", "fashion_mnist", "sarkar2021")
         os.remove(os.path.join(folder, "result.json"))

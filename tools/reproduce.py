@@ -6,6 +6,7 @@
   python tools/reproduce.py --datasets=fmnist --objectives=ig_sum_norm,sarkar2021,sarkar2021@train.epochs=4
   python tools/reproduce.py --datasets=mnist,fmnist --objectives=all --scale=medium --workdir=runs/repro \
       --pareto_dirs=runs/pareto/ig_sum_norm,runs/pareto/sarkar2021    # + the cpu tables of the same workdir
+  python tools/reproduce.py --scale=medium --workdir=runs/repro --render_only    # the page of what is finished
 
 Rerunning the same command resumes: finished models and evaluations are reused, an interrupted training
 continues from its last epoch and an interrupted evaluation from its last saved chunk.
@@ -42,6 +43,8 @@ def define_flags():
                       "page, without running anything (default: cpu when --scale=medium).")
     flags.DEFINE_list("pareto_dirs", [], "Folders of tools/tune.py --pareto runs whose fronts go into one figure "
                       "of the page.")
+    flags.DEFINE_bool("render_only", False, "Write the page from the cells already finished under --workdir, "
+                      "without training or evaluating anything; the unfinished ones are named as pending.")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
@@ -81,11 +84,22 @@ def main(argv):
     from absl import logging
 
     command = "python tools/reproduce.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        reproduce(datasets, objectives, command, strategy, include, logging.info)
+    except ValueError as error:
+        if FLAGS.render_only:  # nothing finished to render: a usage mistake
+            raise app.UsageError(str(error)) from None
+        raise
+    print(f"Wrote {FLAGS.results} and {os.path.splitext(FLAGS.results)[0]}.png")
+
+
+def reproduce(datasets, objectives, command, strategy, include, log):
+    from attr_robust_tf import reproduction
+
     reproduction.reproduce(datasets, objectives, FLAGS.scale, FLAGS.workdir, results=FLAGS.results,
                            limit=FLAGS.limit, study_images=FLAGS.study_images, command=command, strategy=strategy,
-                           verbose=1 if FLAGS.progress else 2, progress=FLAGS.progress, log=logging.info,
-                           include_scales=include, pareto_dirs=FLAGS.pareto_dirs)
-    print(f"Wrote {FLAGS.results} and {os.path.splitext(FLAGS.results)[0]}.png")
+                           verbose=1 if FLAGS.progress else 2, progress=FLAGS.progress, log=log,
+                           include_scales=include, pareto_dirs=FLAGS.pareto_dirs, render_only=FLAGS.render_only)
 
 
 if __name__ == "__main__":

@@ -253,6 +253,20 @@ def run_cell(dataset, entry, scale, workdir, *, limit=None, study_images=None, s
     return _with_records(result, folder, entry)
 
 
+def finished_cell(dataset, entry, scale, workdir, *, limit=None, study_images=None, config_dir=None):
+    """The result of one cell if it is finished for today's config and protocol (what `run_cell` would reuse without
+    training or evaluating), else None. Reads files only."""
+    config = load_config(dataset, entry, scale, config_dir=config_dir)
+    folder = cell_dir(workdir, scale, dataset, entry)
+    model_path = os.path.join(folder, "train", "model.keras")
+    if not (os.path.exists(model_path) and _same_config(os.path.join(folder, "train", "config.json"), config)):
+        return None
+    result = _read_json(os.path.join(folder, "result.json"))
+    if not _fresh(result, file_sha256(model_path), cell_protocol(config, limit), study_images):
+        return None
+    return _with_records(result, folder, entry)
+
+
 def _with_records(result, folder, entry):
     """A result plus what is read fresh from the cell folder: its path, wall times and the convergence record."""
     timing = _read_json(os.path.join(folder, "timing.json")) or {}
@@ -282,8 +296,11 @@ def finished_cells(workdir, scale, datasets=None):
 
 def reproduce(datasets, objectives, scale, workdir, *, results=None, limit=None, study_objectives=STUDY_OBJECTIVES,
               study_images=None, command=None, strategy=None, verbose=1, progress=True, config_dir=None, log=None,
-              include_scales=None, pareto_dirs=None):
+              include_scales=None, pareto_dirs=None, render_only=False):
     """Runs every dataset × objective cell (resuming) and, if `results` is a path, writes RESULTS.md there.
+
+    With `render_only`, nothing is trained or evaluated: the page holds the cells that are finished
+    (`finished_cell`) and names the others as pending.
 
     `study_images` defaults to `STUDY_IMAGES[scale]` (0 turns the restart study off); the study runs for the
     objectives in both `objectives` and `study_objectives`. `include_scales` adds the finished cells of other
@@ -296,14 +313,26 @@ def reproduce(datasets, objectives, scale, workdir, *, results=None, limit=None,
     study_images = STUDY_IMAGES[scale] if study_images is None else study_images
     log = log or (lambda message: None)
     start = time.perf_counter()
-    cells = []
+    cells, pending = [], []
     total = len(datasets) * len(objectives)
     for dataset in datasets:
         for entry in objectives:
+            study = study_images if split_entry(entry)[0] in study_objectives else None
+            if render_only:
+                cell = finished_cell(dataset, entry, scale, workdir, limit=limit, study_images=study,
+                                     config_dir=config_dir)
+                if cell is None:
+                    pending.append((dataset, entry))
+                else:
+                    cells.append(cell)
+                continue
             log(f"[{len(cells) + 1}/{total}] {dataset} × {entry} ({scale})")
             cells.append(run_cell(dataset, entry, scale, workdir, limit=limit, strategy=strategy,
-                                  study_images=study_images if split_entry(entry)[0] in study_objectives else None,
-                                  verbose=verbose, progress=progress, config_dir=config_dir, log=log))
+                                  study_images=study, verbose=verbose, progress=progress, config_dir=config_dir,
+                                  log=log))
+    if render_only and not cells:
+        raise ValueError(f"`render_only` needs at least one finished {scale} cell of the requested datasets and "
+                         f"objectives under `workdir`. Received: workdir={workdir!r} with none finished.")
     if results:
         extra = {}
         for other in include_scales or ():
@@ -313,6 +342,7 @@ def reproduce(datasets, objectives, scale, workdir, *, results=None, limit=None,
                     extra[other] = found
                 else:
                     log(f"  no finished {other} cells under {workdir}; leaving that scale out of the page")
-        write_results(cells, results, scale=scale, command=command, wall_seconds=time.perf_counter() - start,
-                      extra_scales=extra, pareto_dirs=pareto_dirs)
+        write_results(cells, results, scale=scale, command=command,
+                      wall_seconds=None if render_only else time.perf_counter() - start, extra_scales=extra,
+                      pareto_dirs=pareto_dirs, pending=pending)
     return cells

@@ -122,11 +122,12 @@ def _pareto_section(records, figure):
 
 
 def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None, generated=None, extra_scales=None,
-                   paired_chart=None, pareto_records=None, pareto_chart=None, structures=None):
+                   paired_chart=None, pareto_records=None, pareto_chart=None, structures=None, pending=None):
     """RESULTS.md: one table per dataset, the claim (paired with IG-SUM-NORM when the cells have per-image
     values), the evaluation differences, convergence, settings and wall times; then the tables of
     `extra_scales` ({scale: cells}), the Pareto fronts (`pareto_records`: {label: pareto.json record}) and the
-    map-structure tables (`structures`: {(scale, dataset, entry): `structure.map_structure` record})."""
+    map-structure tables (`structures`: {(scale, dataset, entry): `structure.map_structure` record}). `pending`
+    lists the (dataset, entry) cells of the run that are not finished yet (`reproduce(render_only=True)`)."""
     generated = generated or datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     datasets = list(dict.fromkeys(c["dataset"] for c in cells))
     synthetic = any(c.get("synthetic") for c in cells)
@@ -141,6 +142,11 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
               + "."]
     if command:
         lines += ["", "Command:", "", "```bash", command, "```"]
+    if pending:
+        lines += ["", f"> **Partial page: {len(pending)} cell{'s' if len(pending) > 1 else ''} of this run "
+                  f"{'are' if len(pending) > 1 else 'is'} not finished yet** and not shown: "
+                  + ", ".join(f"{TITLES[d]} × {title(e)}" for d, e in pending)
+                  + ". Rerun the command without `--render_only` to finish them (it resumes)."]
     lines += ["", f"Expected runtime at this scale: {EXPECTED_RUNTIME[scale]}.", "",
               "NA: clean accuracy; AA: accuracy under ℓ∞ PGD on cross-entropy; IN: top-k intersection; CO: "
               "Kendall's τ between the IG maps of the clean and the attacked image (Ghorbani et al. 2019 top-k "
@@ -212,7 +218,8 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
     return "\n".join(lines)
 
 
-def write_results(cells, path, *, scale, command=None, wall_seconds=None, extra_scales=None, pareto_dirs=None):
+def write_results(cells, path, *, scale, command=None, wall_seconds=None, extra_scales=None, pareto_dirs=None,
+                  pending=None):
     """Writes RESULTS.md at `path` and its figures next to it: the bar chart (same name, .png), the paired
     differences (-paired.png, when the cells have per-image values) and the Pareto fronts (-pareto.png, when
     `pareto_dirs` name folders with a pareto.json). Returns (RESULTS.md, bar chart) paths."""
@@ -245,7 +252,7 @@ def write_results(cells, path, *, scale, command=None, wall_seconds=None, extra_
     text = format_results(cells, scale=scale, command=command, chart=name(chart), wall_seconds=wall_seconds,
                           extra_scales=extra_scales, paired_chart=paired_chart and name(paired_chart),
                           pareto_records=records, pareto_chart=pareto_chart and name(pareto_chart),
-                          structures=structures)
+                          structures=structures, pending=pending)
     evaluation_report.write_atomic(path, text)
     return path, chart
 
