@@ -114,6 +114,28 @@ class ClaimTest(testing.TestCase):
         self.assertIn("paired over the 400 images attacked in both", lines[0])
         self.assertIn("Better by ≥ 3 top-k points at NA within 2 points: **yes**", lines[0])
 
+    def test_lens_recall_is_paired_when_both_cells_hold_it(self):
+        rng = np.random.default_rng(2)
+        base = rng.uniform(0.4, 0.6, 200)
+        cells = [cell("mnist", "ig_sum_norm", base), cell("mnist", "sarkar2021", base + 0.01),
+                 cell("mnist", "madry", base - 0.01)]
+        lens_base, lens_sarkar = rng.uniform(0.8, 1.0, 200), rng.uniform(0.8, 1.0, 200)
+        lens_sarkar[3] = np.nan  # an undefined value leaves its pair out, as for top-k
+        cells[0]["per_image"]["lens_topk"] = list(lens_base)
+        cells[1]["per_image"]["lens_topk"] = [None if np.isnan(v) else v for v in lens_sarkar]
+        paired = reproduction.paired_comparisons(cells)["mnist"]
+        self.assertNotIn("lens_topk", paired["madry"])  # madry's record has no LENS values
+        keep = np.arange(200) != 3
+        out = paired["sarkar2021"]["lens_topk"]
+        lo, hi = numpy_paired_bootstrap(lens_sarkar[keep], lens_base[keep], 300, 0 + 204)
+        self.assertAllClose(out["mean"], np.mean(lens_sarkar[keep] - lens_base[keep]), atol=1e-12)
+        self.assertAllClose([out["ci_low"], out["ci_high"]], [lo, hi], atol=1e-12)
+        self.assertEqual(out["n"], 199)
+        lines = pages.paired_claim(cells[:2], paired)
+        self.assertIn("LENS-recall " + pages._points(out) + ", the interval", lines[0])
+        self.assertNotIn("LENS", "\n".join(pages.paired_table(paired)))  # not every row has it: no column
+        self.assertIn("Δ LENS-recall", pages.paired_table({"sarkar2021": paired["sarkar2021"]})[0])
+
     def test_verdict_thresholds(self):
         def stats(topk, na):
             return {"topk": {"mean": np.mean(topk), "ci_low": topk[0], "ci_high": topk[1]},

@@ -377,6 +377,21 @@ class ToolTest(testing.TestCase):
         self.assertIn("## Closing note", text)
         self.assertIn(f"| Sarkar et al. 2021 | {state['best_epoch']} | {max(state['history'])} / 2 |", text)
         self.assertTrue(os.path.exists(os.path.splitext(results)[0] + "-paired.png"))
+        # per-image LENS recall: its mean over the attacked images is the report's; a result written without it
+        # gets it back from the saved chunks, with the same values
+        with open(os.path.join(reproduction.cell_dir(workdir, "tiny", "fashion_mnist", "sarkar2021"), "eval",
+                               "report.json")) as f:
+            summary = json.load(f)["summaries"]["exclude"]["lens_topk"]
+        lens = [v for v, c, f in zip(a["lens_topk"], a["clean_correct"], a["found"]) if c and f and v is not None]
+        if lens:
+            self.assertAllClose(np.mean(lens), summary["mean"])
+        folder = reproduction.cell_dir(workdir, "tiny", "fashion_mnist", "sarkar2021")
+        stripped = dict(ours, per_image={k: v for k, v in a.items() if k != "lens_topk"})
+        with open(os.path.join(folder, "result.json"), "w") as f:
+            json.dump(stripped, f)
+        cell = next(c for c in reproduction.finished_cells(workdir, "tiny") if c["entry"] == "sarkar2021")
+        self.assertAllClose(np.array(cell["per_image"]["lens_topk"], float), np.array(a["lens_topk"], float))
+        self.assertEqual(result("sarkar2021")["per_image"]["lens_topk"], cell["per_image"]["lens_topk"])
 
     def test_tiny_every_objective_resume_and_demo(self):
         # about 1.5–3 minutes on 2 busy cores: 7 tiny trainings and evaluations, then 3 quick reruns

@@ -14,6 +14,7 @@ config, evaluation when `result.json` names the same model file (sha256) and pro
 from its per-epoch checkpoints, early stopping included (`attr_robust_tf.early_stopping`).
 """
 import csv
+import glob
 import hashlib
 import json
 import os
@@ -24,11 +25,12 @@ import keras
 import numpy as np
 
 from attr_robust_tf import _checks, config_utils, data, early_stopping, evaluation, evaluation_report, experiment
-from attr_robust_tf import protocols
+from attr_robust_tf import metrics, protocols
 from attr_robust_tf.reproduction.names import (STUDY_IMAGES, STUDY_OBJECTIVES, _check_scale, cell_dir, load_config,
                                                parse_datasets, parse_objectives, split_entry)
 
 PER_IMAGE = ("index", "clean_correct", "found", "topk", "kendall")  # per-image values kept in result.json
+PER_IMAGE_OPTIONAL = ("lens_topk",)  # kept too when the evaluation has them (LENS recall, paired comparisons)
 
 def _read_json(path):
     if not os.path.exists(path):
@@ -155,8 +157,36 @@ def _restart_study(model, model_path, test_set, protocol, folder, images, progre
 
 
 def per_image(examples):
-    """{name: list} of the `PER_IMAGE` values of an evaluation's examples (NaN → None in JSON)."""
-    return {name: np.asarray(examples[name]).tolist() for name in PER_IMAGE}
+    """{name: list} of the `PER_IMAGE` (and present `PER_IMAGE_OPTIONAL`) values of an evaluation's examples (NaN →
+    None in JSON)."""
+    return {name: np.asarray(examples[name]).tolist() for name in PER_IMAGE + PER_IMAGE_OPTIONAL
+            if name in PER_IMAGE or name in examples}
+
+
+def _backfill_lens(result, folder):
+    """A result written before per-image LENS recall was kept gets it from the saved chunks' maps (the values of
+    the report's LENS table), and result.json is rewritten; without the chunks the result stays as it is."""
+    per = result.get("per_image")
+    protocol = result.get("protocol") or {}
+    if not per or "lens_topk" in per or "k_eval" not in protocol:
+        return result
+    paths = sorted(glob.glob(os.path.join(folder, "eval", "chunks", "chunk_*.npz")))
+    values = {}
+    for path in paths:
+        with np.load(path) as z:
+            if "clean_maps" not in z.files:
+                return result
+            index, positions = z["index"], z["attacked_positions"]
+            if len(positions):
+                lens = metrics.lens_metrics(z["clean_maps"], z["adversarial_maps"], protocol["k_eval"],
+                                            protocol.get("lens_window", metrics.LENS_WINDOW))["lens_topk"]
+                values.update(zip(index[positions].tolist(), np.asarray(lens, np.float64).tolist()))
+    attacked = [i for i, c in zip(per["index"], per["clean_correct"]) if c]
+    if not paths or any(i not in values for i in attacked):
+        return result  # the chunks do not cover the evaluation (removed, or another run's)
+    per["lens_topk"] = [values.get(i) for i in per["index"]]
+    _write_json(os.path.join(folder, "result.json"), _json_safe(result))
+    return result
 
 
 def convergence(train_dir):
@@ -268,7 +298,9 @@ def finished_cell(dataset, entry, scale, workdir, *, limit=None, study_images=No
 
 
 def _with_records(result, folder, entry):
-    """A result plus what is read fresh from the cell folder: its path, wall times and the convergence record."""
+    """A result plus what is read fresh from the cell folder: its path, wall times and the convergence record
+    (and, once, the per-image LENS recall of a result written before it was kept)."""
+    result = _backfill_lens(result, folder)
     timing = _read_json(os.path.join(folder, "timing.json")) or {}
     return {**result, "entry": entry, "folder": folder, "train_seconds": timing.get("train_seconds"),
             "eval_wall_seconds": timing.get("eval_seconds"), "convergence": convergence(os.path.join(folder, "train"))}

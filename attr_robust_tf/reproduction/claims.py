@@ -71,13 +71,16 @@ def _where(stat, threshold=0.0):
 
 
 def paired_table(paired):
-    """Markdown table of one dataset's paired differences to IG-SUM-NORM."""
-    lines = [f"| method − {title(BASELINE)} | Δ NA | Δ top-k intersection | Δ Kendall τ | pairs (NA / attacked "
-             "in both) |", "|---|---|---|---|---|"]
+    """Markdown table of one dataset's paired differences to IG-SUM-NORM (with LENS recall when every row has it)."""
+    lens = bool(paired) and all("lens_topk" in stats for stats in paired.values())
+    lines = [f"| method − {title(BASELINE)} | Δ NA | Δ top-k intersection | Δ Kendall τ |"
+             + (" Δ LENS-recall |" if lens else "") + " pairs (NA / attacked in both) |",
+             "|---|---|---|---|" + ("---|" if lens else "") + "---|"]
     for entry, stats in paired.items():
         lines.append(f"| {title(entry)} | {_points(stats['natural_accuracy'])} | {_points(stats['topk'])} | "
-                     f"{_points(stats['kendall'], percent=False)} | {stats['natural_accuracy']['n']} / "
-                     f"{stats['topk']['n']} |")
+                     f"{_points(stats['kendall'], percent=False)} |"
+                     + (f" {_points(stats['lens_topk'])} |" if lens else "")
+                     + f" {stats['natural_accuracy']['n']} / {stats['topk']['n']} |")
     return lines
 
 
@@ -118,7 +121,10 @@ def paired_claim(cells, paired):
             f"- {title(cell['entry'])} − {title(BASELINE)}, paired over the {topk['n']} images attacked in both "
             f"({100 * topk['first']:.1f}% vs {100 * topk['second']:.1f}% top-k on those images): top-k "
             f"{_points(topk)}, the interval {_where(topk)} 0 and {_where(topk, CLAIM_GAIN)} +3 points; "
-            f"Kendall's τ {_points(kendall, percent=False)}, the interval {_where(kendall)} 0; NA over "
+            f"Kendall's τ {_points(kendall, percent=False)}, the interval {_where(kendall)} 0; "
+            + (f"LENS-recall {_points(stats['lens_topk'])}, the interval {_where(stats['lens_topk'])} 0; "
+               if "lens_topk" in stats else "")
+            + f"NA over "
             f"{na['n']} images {_points(na)}. Better by ≥ 3 top-k points at NA within 2 points: **{answer}** "
             f"({reason}).")
     return lines or [f"No Sarkar et al. 2021 row was compared with {title(BASELINE)} here."]

@@ -14,8 +14,9 @@ from attr_robust_tf.reproduction.names import BASELINE
 
 __all__ = ["paired_difference", "paired_comparisons", "PAIRED_METRICS"]
 
-PAIRED_METRICS = ("natural_accuracy", "topk", "kendall")
-_STREAMS = {"natural_accuracy": 201, "topk": 202, "kendall": 203}  # bootstrap seeds, apart from the tables'
+PAIRED_METRICS = ("natural_accuracy", "topk", "kendall", "lens_topk")
+OPTIONAL = ("lens_topk",)  # compared only when both cells hold the per-image values (cells evaluated with LENS)
+_STREAMS = {"natural_accuracy": 201, "topk": 202, "kendall": 203, "lens_topk": 204}  # bootstrap seeds
 
 
 def _values(per_image, metric):
@@ -40,7 +41,7 @@ def paired_difference(first, second, metric, *, samples=1000, seed=0, level=0.95
     Args:
       first, second: per-image records {"index", "clean_correct", "found", metric: [...]} (result.json's
         `per_image`); the images are matched by `index`, so the two may cover different subsets.
-      metric: "topk", "kendall" (over images attacked in both with a label-preserving iterate) or
+      metric: "topk", "kendall", "lens_topk" (over images attacked in both with a label-preserving iterate) or
         "natural_accuracy" (over every image evaluated in both).
       samples, seed, level: the percentile bootstrap of the mean difference (`evaluation.bootstrap_interval`).
 
@@ -67,6 +68,7 @@ def paired_difference(first, second, metric, *, samples=1000, seed=0, level=0.95
 def paired_comparisons(cells, baseline=BASELINE, *, samples=None):
     """{dataset: {entry: {metric: paired_difference(entry, baseline)}}} for every cell with per-image values.
 
+    The `OPTIONAL` metrics are there only when both cells hold their per-image values.
     Cells are result dicts of `run_cell`; a dataset without a `baseline` cell (or without per-image values)
     is left out. The bootstrap uses the protocol's `bootstrap_samples` and seed unless `samples` is given.
     """
@@ -85,5 +87,6 @@ def paired_comparisons(cells, baseline=BASELINE, *, samples=None):
             out[dataset][cell["entry"]] = {
                 metric: paired_difference(cell["per_image"], base["per_image"], metric, samples=n,
                                           seed=protocol.get("seed", 0) + _STREAMS[metric])
-                for metric in PAIRED_METRICS}
+                for metric in PAIRED_METRICS
+                if metric not in OPTIONAL or (metric in cell["per_image"] and metric in base["per_image"])}
     return out
