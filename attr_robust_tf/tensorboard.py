@@ -134,3 +134,29 @@ class AttributionTensorBoard(RobustnessCallback):
             self._writer.close()
             self._writer = None
 
+
+
+def training_wall_seconds(log_dir):
+    """Seconds of training logged in a Keras `TensorBoard` run folder (e.g. <train_dir>/tb/train), or None.
+
+    Keras opens one event file per training session, named events.out.tfevents.<creation time>.<host>...; the
+    session trained from that time to its last `epoch_*` summary. The sum over the files counts every finished
+    epoch of every session, those of sessions that were killed later included (a timer in the process would
+    lose them), and leaves out the work of an epoch that never finished.
+    """
+    if not tf.io.gfile.isdir(log_dir):
+        return None
+    total, found = 0.0, False
+    for name in sorted(tf.io.gfile.listdir(log_dir)):
+        parts = name.split(".")
+        if not name.startswith("events.out.tfevents.") or len(parts) < 4 or not parts[3].isdigit():
+            continue
+        last = None
+        for record in tf.data.TFRecordDataset(os.path.join(log_dir, name)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            if any(v.tag.startswith("epoch_") for v in event.summary.value):
+                last = event.wall_time if last is None else max(last, event.wall_time)
+        if last is not None:
+            total += max(0.0, last - int(parts[3]))
+            found = True
+    return total if found else None

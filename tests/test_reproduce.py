@@ -183,6 +183,21 @@ class RenderingTest(testing.TestCase):
         self.assertIn("### MNIST, `cpu`", text)
         self.assertIn("| MNIST (cpu) | IG-SUM-NORM (RAR) |", text)
 
+    def test_wall_times_count_the_chunks_of_cut_sessions(self):
+        folder = os.path.join(self.get_temp_dir(), "cell")
+        os.makedirs(os.path.join(folder, "eval", "chunks"))
+        os.makedirs(os.path.join(folder, "restarts", "r3", "chunks"))
+        for path, seconds in (("eval/chunks/chunk_00000.npz", 3.0), ("eval/chunks/chunk_00001.npz", 4.0),
+                              ("restarts/r3/chunks/chunk_00000.npz", 2.5)):
+            np.savez(os.path.join(folder, path), seconds=np.float64(seconds))
+        timing = os.path.join(folder, "timing.json")
+        for recorded, expected in ((5.0, 9.5), (12.0, 12.0)):  # a cut session: the chunks know more
+            with open(timing, "w") as f:
+                json.dump({"eval_seconds": recorded, "train_seconds": 1.0}, f)
+            cell = reproduction.cells._with_records({"per_image": None}, folder, "natural")
+            self.assertAllClose(cell["eval_wall_seconds"], expected)
+            self.assertEqual(cell["train_seconds"], 1.0)  # no TensorBoard run: the timer's value
+
     def test_lens_columns_when_the_cells_report_them(self):
         from attr_robust_tf.reproduction import pages
 

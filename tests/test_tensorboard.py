@@ -139,3 +139,32 @@ class CallbackTest(TestCase):
             AttributionTensorBoard(str(self.tmp), x, y, max_images=0)
         with self.assertRaisesRegex(ValueError, "Unknown protocol 'tinny'. Did you mean 'tiny'"):
             AttributionTensorBoard(str(self.tmp), x, y, "tinny")
+
+
+class _Sleep(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+
+        time.sleep(0.5)
+
+
+def test_training_wall_seconds_sums_the_sessions(tmp_path):
+    import time
+
+    from attr_robust_tf.tensorboard import training_wall_seconds
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = np.zeros((8, 3), np.float32), np.zeros(8, np.int64)
+    spans = []
+    for session in range(2):  # two sessions in one run folder, as a resumed training writes them
+        start = time.time()
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[_Sleep(), keras.callbacks.TensorBoard(str(tmp_path / "tb"))])
+        spans.append(time.time() - start)
+    seconds = training_wall_seconds(str(tmp_path / "tb" / "train"))
+    # each session: at least its two 0.5 s epochs; at most its span plus the 1 s rounding of the file's timestamp
+    assert 2.0 <= seconds <= sum(spans) + 2.0
+    assert len(tf.io.gfile.glob(str(tmp_path / "tb" / "train" / "events.out.tfevents.*"))) == 2
+    assert training_wall_seconds(str(tmp_path / "missing")) is None
+    (tmp_path / "empty").mkdir()
+    assert training_wall_seconds(str(tmp_path / "empty")) is None

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from attr_robust_tf import _checks, config_utils, data, early_stopping, evaluation, evaluation_report, experiment
-from attr_robust_tf import metrics, protocols
+from attr_robust_tf import metrics, protocols, tensorboard
 from attr_robust_tf.reproduction.names import (STUDY_IMAGES, STUDY_OBJECTIVES, _check_scale, cell_dir, load_config,
                                                parse_datasets, parse_objectives, split_entry)
 
@@ -297,13 +297,35 @@ def finished_cell(dataset, entry, scale, workdir, *, limit=None, study_images=No
     return _with_records(result, folder, entry)
 
 
+def _chunk_seconds(folder):
+    """Seconds recorded in the saved evaluation chunks of a cell (evaluation and restart study), or None."""
+    paths = (glob.glob(os.path.join(folder, "eval", "chunks", "chunk_*.npz"))
+             + glob.glob(os.path.join(folder, "restarts", "**", "chunk_*.npz"), recursive=True))
+    seconds = []
+    for path in paths:
+        with np.load(path) as z:
+            if "seconds" in z.files:
+                seconds.append(float(z["seconds"]))
+    return sum(seconds) if seconds else None
+
+
 def _with_records(result, folder, entry):
     """A result plus what is read fresh from the cell folder: its path, wall times and the convergence record
-    (and, once, the per-image LENS recall of a result written before it was kept)."""
+    (and, once, the per-image LENS recall of a result written before it was kept). Training time is the larger of
+    timing.json's (sessions that finished) and the TensorBoard event times' (every finished epoch); evaluation
+    time the larger of timing.json's and the sum of the saved chunks' own times (every finished chunk)."""
     result = _backfill_lens(result, folder)
     timing = _read_json(os.path.join(folder, "timing.json")) or {}
-    return {**result, "entry": entry, "folder": folder, "train_seconds": timing.get("train_seconds"),
-            "eval_wall_seconds": timing.get("eval_seconds"), "convergence": convergence(os.path.join(folder, "train"))}
+    train_seconds = timing.get("train_seconds")
+    logged = tensorboard.training_wall_seconds(os.path.join(folder, "train", "tb", "train"))
+    if logged is not None and (train_seconds is None or logged > train_seconds):
+        train_seconds = logged  # sessions killed after finishing epochs: only the event times kept them
+    eval_seconds = timing.get("eval_seconds")
+    chunked = _chunk_seconds(folder)
+    if chunked is not None and (eval_seconds is None or chunked > eval_seconds):
+        eval_seconds = chunked  # chunks finished in sessions that were cut later
+    return {**result, "entry": entry, "folder": folder, "train_seconds": train_seconds,
+            "eval_wall_seconds": eval_seconds, "convergence": convergence(os.path.join(folder, "train"))}
 
 
 def finished_cells(workdir, scale, datasets=None):

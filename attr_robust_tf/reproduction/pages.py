@@ -205,8 +205,11 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
     if pareto_records:
         lines += _pareto_section(pareto_records, pareto_chart)
     every = list(cells) + [c for group in (extra_scales or {}).values() for c in group]
-    lines += ["", "## Wall times", "", "Seconds spent in training and evaluation (including the restart study) "
-              "when they ran; a resumed piece adds the time of each session that finished.", "",
+    lines += ["", "## Wall times", "", "Seconds spent in training and evaluation (including the restart study), "
+              "summed over the sessions that ran them: training from the TensorBoard event times of every "
+              "finished epoch (or the process timer when it is larger), evaluation from the times the saved "
+              "chunks record (or the process timer when it is larger). Work of a session cut before its "
+              "epoch or chunk finished is not counted.", "",
               "| dataset | objective | training | evaluation |", "|---|---|---|---|"]
     for c in every:
         lines.append(f"| {TITLES[c['dataset']]}{'' if c.get('scale', scale) == scale else ' (' + c['scale'] + ')'} | "
