@@ -78,8 +78,8 @@ def _dataset_section(group, paired, level="##", suffix="", structures=None):
              "over the best earlier method):", ""]
     if paired:
         lines += [f"Paired differences to {title(BASELINE)}: the mean per-image difference over the same test "
-                  "images (NA: every image evaluated in both; top-k and τ: the images attacked in both models "
-                  "with a label-preserving iterate in both), with 95 % paired bootstrap intervals.", ""]
+                  "images (NA: every image evaluated in both; top-k, τ and LENS recall: the images attacked in both "
+                  "models with a label-preserving iterate in both), with 95 % paired bootstrap intervals.", ""]
         lines += paired_table(paired) + [""] + paired_claim(group, paired)
         lines += ["", "Per-model comparison (unpaired; each mean with its own interval, as in the table):", ""]
     lines += unpaired_claim(group)
