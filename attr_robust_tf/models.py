@@ -154,22 +154,31 @@ def flower_resnet(input_shape=(128, 128, 3), num_classes=17, *, weight_decay=0.0
     return _resnet(input_shape, num_classes, 1, "flower_resnet", weight_decay, dtype)
 
 
-def cpu_cnn(input_shape=(28, 28, 1), num_classes=10, *, dtype=None):
+def cpu_cnn(input_shape=(28, 28, 1), num_classes=10, *, dtype=None, pooling="max"):
     """A small, fast CNN for 28×28 inputs on CPU: conv3×3-16 → pool → conv3×3-32 → pool → dense 64 → K.
 
     105,866 parameters and about 1/12 of the MNIST CNN's multiply-adds, so IG-regularised training fits a
-    CPU budget.
+    CPU budget. `pooling`: "max" (2×2 max-pools) or "avg" (2×2 average pools, which pass the gradient to every
+    pixel of a cell instead of its winner; `cpu_cnn_avgpool`, docs/method.md §15).
     """
     input_shape = _check_shape(input_shape, num_classes, min_size=4)
+    pools = {"max": keras.layers.MaxPooling2D, "avg": keras.layers.AveragePooling2D}
+    if pooling not in pools:
+        raise ValueError(f"`pooling` must be one of max, avg. Received: pooling={pooling!r}.")
     inputs = keras.Input(input_shape, dtype=dtype)
     h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", dtype=dtype)(inputs)
-    h = keras.layers.MaxPooling2D(2, dtype=dtype)(h)
+    h = pools[pooling](2, dtype=dtype)(h)
     h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", dtype=dtype)(h)
-    h = keras.layers.MaxPooling2D(2, dtype=dtype)(h)
+    h = pools[pooling](2, dtype=dtype)(h)
     h = keras.layers.Flatten(dtype=dtype)(h)
     h = keras.layers.Dense(64, activation="relu", dtype=dtype)(h)
     logits = keras.layers.Dense(num_classes, dtype=dtype, name="logits")(h)
-    return keras.Model(inputs, logits, name="cpu_cnn")
+    return keras.Model(inputs, logits, name="cpu_cnn" if pooling == "max" else "cpu_cnn_avgpool")
+
+
+def cpu_cnn_avgpool(input_shape=(28, 28, 1), num_classes=10, *, dtype=None):
+    """`cpu_cnn` with 2×2 average pools instead of max-pools (the same parameters)."""
+    return cpu_cnn(input_shape, num_classes, dtype=dtype, pooling="avg")
 
 
 def tiny_cnn(input_shape=(8, 8, 1), num_classes=3, *, dtype=None):
@@ -189,6 +198,7 @@ MODELS = {
     "gtsrb_resnet": gtsrb_resnet,
     "flower_resnet": flower_resnet,
     "cpu_cnn": cpu_cnn,
+    "cpu_cnn_avgpool": cpu_cnn_avgpool,
     "tiny_cnn": tiny_cnn,
 }
 

@@ -124,6 +124,33 @@ class ModelsTest(testing.TestCase):
         self.assertEqual(tuple(out.shape), (2, 3))
         self.assertEqual(models.tiny_cnn(input_shape=(4, 4, 2), num_classes=5).output_shape, (None, 5))
 
+    def test_cpu_cnn_avgpool_spreads_the_gradient_over_the_pooling_cell(self):
+        # one-pixel first-layer filters (docs/method.md §15): after a max-pool only the brightest pixel of each
+        # 2×2 cell gets a gradient; after an average pool every pixel does
+        nets = {p: models.get(name) for p, name in (("max", "cpu_cnn"), ("avg", "cpu_cnn_avgpool"))}
+        self.assertEqual(nets["max"].count_params(), nets["avg"].count_params())
+        self.assertEqual([type(layer).__name__ for layer in nets["avg"].layers if "Pooling" in type(layer).__name__],
+                         ["AveragePooling2D", "AveragePooling2D"])
+        kernel = np.zeros((3, 3, 1, 16), np.float32)
+        kernel[1, 1, 0, :] = 1.0
+        x = tf.constant(np.random.default_rng(0).uniform(0.1, 1.0, (1, 28, 28, 1)), tf.float32)
+        winners = np.zeros((28, 28), bool)
+        cells = x.numpy()[0, :, :, 0].reshape(14, 2, 14, 2).transpose(0, 2, 1, 3).reshape(14, 14, 4)
+        for (i, j), w in np.ndenumerate(np.argmax(cells, axis=-1)):
+            winners[2 * i + w // 2, 2 * j + w % 2] = True
+        grads = {}
+        for pooling, net in nets.items():
+            net.layers[1].set_weights([kernel, np.zeros(16, np.float32)])
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = tf.reduce_sum(net(x) ** 2)
+            grads[pooling] = tape.gradient(out, x).numpy()[0, :, :, 0] != 0
+        self.assertFalse(np.any(grads["max"] & ~winners))  # nothing outside the winners
+        self.assertGreater(grads["max"].sum(), 0)
+        self.assertGreater(grads["avg"].sum(), 2 * winners.sum())
+        with self.assertRaisesRegex(ValueError, "`pooling` must be one of max, avg. Received: pooling='min'"):
+            models.cpu_cnn(pooling="min")
+
     def test_keras_file_round_trip(self):
         model = models.flower_resnet(input_shape=(16, 16, 3), num_classes=4)
         path = os.path.join(self.get_temp_dir(), "m.keras")
