@@ -194,7 +194,7 @@ class RenderingTest(testing.TestCase):
         for recorded, expected in ((5.0, 9.5), (12.0, 12.0)):  # a cut session: the chunks know more
             with open(timing, "w") as f:
                 json.dump({"eval_seconds": recorded, "train_seconds": 1.0}, f)
-            cell = reproduction.cells._with_records({"per_image": None}, folder, "natural")
+            cell = reproduction.records._with_records({"per_image": None}, folder, "natural")
             self.assertAllClose(cell["eval_wall_seconds"], expected)
             self.assertEqual(cell["train_seconds"], 1.0)  # no TensorBoard run: the timer's value
 
@@ -372,10 +372,10 @@ class ToolTest(testing.TestCase):
             self.assertEqual(r["per_image"]["index"], list(range(8)))
             self.assertEqual(r["config"]["train"]["early_stopping_patience"], 1)
         self.assertEqual(result("madry")["config"]["robust"]["epsilon_warmup_epochs"], 1)
-        state = reproduction.cells.early_stopping.read_state(
+        state = reproduction.records.early_stopping.read_state(
             os.path.join(reproduction.cell_dir(workdir, "tiny", "fashion_mnist", "sarkar2021"), "train"))
-        self.assertEqual(state["best_epoch"], reproduction.cells.early_stopping.decide(state["history"], 1)[0])
-        madry = reproduction.cells.early_stopping.read_state(
+        self.assertEqual(state["best_epoch"], reproduction.records.early_stopping.decide(state["history"], 1)[0])
+        madry = reproduction.records.early_stopping.read_state(
             os.path.join(reproduction.cell_dir(workdir, "tiny", "fashion_mnist", "madry"), "train"))
         self.assertEqual((madry["warmup"], madry["best_epoch"]), (1, 2))  # epoch 1 (the ε warm-up) is never the best
         # the paired top-k difference, recomputed from the two per-image records

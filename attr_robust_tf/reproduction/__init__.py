@@ -9,7 +9,8 @@ model is missing, evaluates if the report is missing (resumable chunk by chunk),
 Modules, by what they do:
 
     names         datasets, objectives and ablation variants, scales, configs of a cell
-    cells         running cells: train if missing, evaluate if missing, per-image values, convergence record
+    cells         running cells: train if missing, evaluate if missing
+    records       reading a cell back: result, per-image values, convergence record, wall times, finished or not
     comparisons   statistics of comparisons: paired differences with a bootstrap interval over the same images
     structure     why a pixel top-k is what it is: map concentration, block top-k, one-pixel first-layer filters
     tables        Markdown tables: results, LENS, evaluation differences, settings, convergence, map structure
@@ -20,8 +21,9 @@ Modules, by what they do:
 Every public name is importable from `attr_robust_tf.reproduction`.
 """
 from attr_robust_tf import config_utils, data, evaluation, evaluation_report, experiment, protocols  # noqa: F401
-from attr_robust_tf.reproduction.cells import (PER_IMAGE, cell_protocol, convergence, file_sha256,  # noqa: F401
-                                               finished_cells, per_image, reproduce, run_cell)
+from attr_robust_tf.reproduction.cells import reproduce, run_cell  # noqa: F401
+from attr_robust_tf.reproduction.records import (PER_IMAGE, cell_protocol, convergence, file_sha256,  # noqa: F401
+                                                 finished_cell, finished_cells, per_image)
 from attr_robust_tf.reproduction.comparisons import PAIRED_METRICS, paired_comparisons, paired_difference  # noqa
 from attr_robust_tf.reproduction.figures import (CHART_METRICS, PALETTE, bar_chart, fronts_figure,  # noqa: F401
                                                  paired_figure, pareto_figure, results_figure, save_figure)

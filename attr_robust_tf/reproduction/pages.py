@@ -11,12 +11,11 @@ import tensorflow as tf
 
 from attr_robust_tf import evaluation_report, pareto
 from attr_robust_tf.reproduction import comparisons, figures, structure
-from attr_robust_tf.reproduction.claims import (CLAIM_GAIN, CLAIM_NA, _points, paired_claim,  # noqa: F401
-                                                paired_table, unpaired_claim, verdict)
+from attr_robust_tf.reproduction.claims import (_points, paired_claim, paired_table, unpaired_claim,  # noqa: F401
+                                                verdict)
 from attr_robust_tf.reproduction.names import BASELINE, TITLES, is_sarkar, split_entry, title
-from attr_robust_tf.reproduction.tables import (TARGETS, _seconds, convergence_table,  # noqa: F401
-                                                differences_table, lens_table, results_table, settings_table,
-                                                structure_table)
+from attr_robust_tf.reproduction.tables import (_seconds, convergence_table, differences_table,  # noqa: F401
+                                                lens_table, results_table, settings_table, structure_table)
 from attr_robust_tf.version import __version__
 
 EXPECTED_RUNTIME = {

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from attr_robust_tf import _checks, _files, metrics
-from attr_robust_tf.reproduction.cells import file_sha256
+from attr_robust_tf.reproduction.records import file_sha256
 
 BLOCK = 2  # the pooling cell of the models the study trains (cpu_cnn: MaxPooling2D(2) after the first conv)
 MASS_SHARE = 0.8
