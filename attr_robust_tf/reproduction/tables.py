@@ -144,8 +144,8 @@ def _miss_reason(conv):
         return (f"validation accuracy peaked at epoch {conv['best_epoch']} and early stopping ended training: the "
                 "accuracy this objective reaches with its weights and ε, not a lack of epochs")
     if conv["best_epoch"] >= (conv.get("max_epochs") or 0):
-        return (f"validation accuracy was still rising at the last of {conv['max_epochs']} epochs: not converged "
-                "within the epoch budget")
+        return (f"validation accuracy peaked at the last of {conv['max_epochs']} epochs: the run may not have "
+                "converged within the epoch budget")
     return (f"validation accuracy peaked at epoch {conv['best_epoch']} of {conv.get('epochs_run')} without "
             "stopping early")
 
@@ -177,6 +177,11 @@ def convergence_table(cells, scale):
                     misses.append(f"- {title(c['entry'])} misses its target ({_fmt(c['natural_accuracy'], True, False)}"
                                   f" < {100 * target:.1f}%): {_miss_reason(conv)}.")
         lines.append("| " + " | ".join(row) + " |")
+    rising = [title(c["entry"]) for c in cells if (c.get("convergence") or {}).get("best_epoch") is not None
+              and c["convergence"]["best_epoch"] >= (c["convergence"].get("max_epochs") or float("inf"))]
+    if rising:
+        misses.append(f"- Validation accuracy peaked at the last allowed epoch for {', '.join(rising)}: these runs "
+                      "may still have been improving when the epoch budget ended.")
     return lines + ([""] + misses if misses else [])
 
 
