@@ -276,6 +276,11 @@ class RenderingTest(testing.TestCase):
         self.assertIn("- top-k intersection: Sarkar et al. 2021 61.0%", text)
         self.assertIn("- Kendall's τ: Sarkar et al. 2021 [robust.weights.cacr=0, robust.weights.wacr=0] 0.620", text)
         self.assertEqual(reproduction.bar_chart(cells).shape[2], 3)
+        # a variant of an earlier method (here another network) does not compete for "best earlier"
+        cells.append(fake_cell("fashion_mnist", "madry@model.name=cpu_cnn_avgpool", 0.8, 0.6, 0.75, 0.70))
+        text = reproduction.format_results(cells, scale="cpu")
+        self.assertIn("vs IG-SUM-NORM (RAR) (best earlier) 60.0%", text)
+        self.assertNotIn("cpu_cnn_avgpool] (best earlier)", text)
 
     def test_synthetic_results_say_so(self):
         cells = [fake_cell("fashion_mnist", "natural", 1.0, 0.5, 0.5, 0.5, synthetic=True)]
