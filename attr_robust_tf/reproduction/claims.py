@@ -12,11 +12,12 @@ def unpaired_claim(cells):
     earlier methods' variants do not compete for "best earlier")."""
     ours = [c for c in cells if is_sarkar(c["objective"])]
     if not ours:
-        return ["Sarkar et al. 2021 was not part of this run."]
+        return ["No Sarkar et al. 2021 row is on this page for this dataset (not run, or not finished yet)."]
     # the earlier methods as configured; a variant (other weights, another network) is a different comparison
     earlier = [c for c in cells if c["objective"] in EARLIER and c["entry"] == c["objective"]]
     if not earlier:
-        return ["No earlier attributional-robustness method was part of this run."]
+        return ["No earlier attributional-robustness method is on this page for this dataset (not run, or not "
+                "finished yet)."]
     lines = []
     for cell in ours:
         for metric, name, percent in (("topk", "top-k intersection", True), ("kendall", "Kendall's τ", False)):
