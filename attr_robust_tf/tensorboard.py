@@ -135,7 +135,6 @@ class AttributionTensorBoard(RobustnessCallback):
             self._writer = None
 
 
-
 def training_wall_seconds(log_dir):
     """Seconds of training logged in a Keras `TensorBoard` run folder (e.g. <train_dir>/tb/train), or None.
 

@@ -85,21 +85,16 @@ def main(argv):
 
     command = "python tools/reproduce.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
-        reproduce(datasets, objectives, command, strategy, include, logging.info)
+        reproduction.reproduce(datasets, objectives, FLAGS.scale, FLAGS.workdir, results=FLAGS.results,
+                               limit=FLAGS.limit, study_images=FLAGS.study_images, command=command,
+                               strategy=strategy, verbose=1 if FLAGS.progress else 2, progress=FLAGS.progress,
+                               log=logging.info, include_scales=include, pareto_dirs=FLAGS.pareto_dirs,
+                               render_only=FLAGS.render_only)
     except ValueError as error:
         if FLAGS.render_only:  # nothing finished to render: a usage mistake
             raise app.UsageError(str(error)) from None
         raise
     print(f"Wrote {FLAGS.results} and {os.path.splitext(FLAGS.results)[0]}.png")
-
-
-def reproduce(datasets, objectives, command, strategy, include, log):
-    from attr_robust_tf import reproduction
-
-    reproduction.reproduce(datasets, objectives, FLAGS.scale, FLAGS.workdir, results=FLAGS.results,
-                           limit=FLAGS.limit, study_images=FLAGS.study_images, command=command, strategy=strategy,
-                           verbose=1 if FLAGS.progress else 2, progress=FLAGS.progress, log=log,
-                           include_scales=include, pareto_dirs=FLAGS.pareto_dirs, render_only=FLAGS.render_only)
 
 
 if __name__ == "__main__":

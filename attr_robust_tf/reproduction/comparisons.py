@@ -11,11 +11,12 @@ import numpy as np
 
 from attr_robust_tf import evaluation
 from attr_robust_tf.reproduction.names import BASELINE
+from attr_robust_tf.reproduction.records import PER_IMAGE_OPTIONAL
 
 __all__ = ["paired_difference", "paired_comparisons", "PAIRED_METRICS"]
 
 PAIRED_METRICS = ("natural_accuracy", "topk", "kendall", "lens_topk")
-OPTIONAL = ("lens_topk",)  # compared only when both cells hold the per-image values (cells evaluated with LENS)
+OPTIONAL = PER_IMAGE_OPTIONAL  # compared only when both cells hold the per-image values (cells evaluated with LENS)
 _STREAMS = {"natural_accuracy": 201, "topk": 202, "kendall": 203, "lens_topk": 204}  # bootstrap seeds
 
 

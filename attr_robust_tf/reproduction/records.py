@@ -85,6 +85,11 @@ def _fresh(result, sha, protocol, study_images):
     return (study or {}).get("images") == study_images if study_images else True
 
 
+def chunk_files(folder):
+    """The saved evaluation chunks of a cell folder, in order (`evaluation.evaluate_robustness(chunk_dir=)`)."""
+    return sorted(glob.glob(os.path.join(folder, "eval", "chunks", "chunk_*.npz")))
+
+
 def _backfill_lens(result, folder):
     """A result written before per-image LENS recall was kept gets it from the saved chunks' maps (the values of
     the report's LENS table), and result.json is rewritten; without the chunks the result stays as it is."""
@@ -92,7 +97,7 @@ def _backfill_lens(result, folder):
     protocol = result.get("protocol") or {}
     if not per or "lens_topk" in per or "k_eval" not in protocol:
         return result
-    paths = sorted(glob.glob(os.path.join(folder, "eval", "chunks", "chunk_*.npz")))
+    paths = chunk_files(folder)
     values = {}
     for path in paths:
         with np.load(path) as z:
@@ -107,7 +112,7 @@ def _backfill_lens(result, folder):
     if not paths or any(i not in values for i in attacked):
         return result  # the chunks do not cover the evaluation (removed, or another run's)
     per["lens_topk"] = [values.get(i) for i in per["index"]]
-    _write_json(os.path.join(folder, "result.json"), _json_safe(result))
+    _write_json(os.path.join(folder, "result.json"), result)
     return result
 
 
@@ -138,8 +143,7 @@ def convergence(train_dir):
 
 def _chunk_seconds(folder):
     """Seconds recorded in the saved evaluation chunks of a cell (evaluation and restart study), or None."""
-    paths = (glob.glob(os.path.join(folder, "eval", "chunks", "chunk_*.npz"))
-             + glob.glob(os.path.join(folder, "restarts", "**", "chunk_*.npz"), recursive=True))
+    paths = chunk_files(folder) + glob.glob(os.path.join(folder, "restarts", "**", "chunk_*.npz"), recursive=True)
     seconds = []
     for path in paths:
         with np.load(path) as z:

@@ -12,16 +12,14 @@ Per finished cell, from the saved evaluation chunks (clean and attacked maps) an
 A map whose mass moves by one pixel inside a pooling cell keeps its block top-k and its LENS recall while its
 pixel top-k falls; a map whose mass moves across the image loses all three.
 """
-import glob
-import json
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from attr_robust_tf import _checks, _files, metrics
-from attr_robust_tf.reproduction.records import file_sha256
+from attr_robust_tf import _checks, metrics
+from attr_robust_tf.reproduction.records import _read_json, _write_json, chunk_files, file_sha256
 
 BLOCK = 2  # the pooling cell of the models the study trains (cpu_cnn: MaxPooling2D(2) after the first conv)
 MASS_SHARE = 0.8
@@ -83,10 +81,6 @@ def first_conv_peak_share(model):
     return float(share.mean()), int(np.sum(share > 0.5)), int(share.size)
 
 
-def _chunk_files(folder):
-    return sorted(glob.glob(os.path.join(folder, "eval", "chunks", "chunk_*.npz")))
-
-
 def _chunk_maps(paths):
     clean, adv = [], []
     for path in paths:
@@ -111,12 +105,11 @@ def map_structure(folder, k, block=BLOCK):
     """
     model_path = os.path.join(folder, "train", "model.keras")
     sha = file_sha256(model_path) if os.path.exists(model_path) else None
-    paths = _chunk_files(folder)
+    paths = chunk_files(folder)
     chunks = [[os.path.basename(p), file_sha256(p)] for p in paths]
     cache_path = os.path.join(folder, FILE)
-    if os.path.exists(cache_path):
-        with open(cache_path) as f:
-            cached = json.load(f)
+    cached = _read_json(cache_path)
+    if cached is not None:
         if (cached.get("model_sha256") == sha and cached["k"] == int(k) and cached["block"] == int(block)
                 and (not chunks or cached.get("chunks") == chunks)):
             return cached["record"]
@@ -134,6 +127,6 @@ def map_structure(folder, k, block=BLOCK):
         peak = first_conv_peak_share(keras.models.load_model(model_path, compile=False))
         if peak is not None:
             record["peak_share"], record["peaked"], record["filters"] = peak
-    _files.write_atomic(cache_path, json.dumps({"model_sha256": sha, "k": int(k), "block": int(block),
-                                                "chunks": chunks, "record": record}, indent=1))
+    _write_json(cache_path, {"model_sha256": sha, "k": int(k), "block": int(block), "chunks": chunks,
+                             "record": record})
     return record
