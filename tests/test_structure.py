@@ -1,9 +1,11 @@
 """Map structure (attr_robust_tf.reproduction.structure): block top-k, mass support and first-layer peak share
 against NumPy float64 re-implementations and closed forms; the record of a cell folder; the generated table."""
+import json
 import os
 
 import keras
 import numpy as np
+import scipy.stats
 import tensorflow as tf
 
 from attr_robust_tf import metrics
@@ -91,6 +93,90 @@ class PeakShareTest(tf.test.TestCase):
         self.assertIsNone(structure.first_conv_peak_share(keras.Model(inputs, keras.layers.Dense(2)(inputs))))
 
 
+def _pool_model(kernel, bias, size=8):
+    """conv3×3 (the given kernel and bias, ReLU) → MaxPooling2D(2) → dense, wrapped in a functional model."""
+    inputs = keras.Input((size, size, kernel.shape[2]))
+    conv = keras.layers.Conv2D(kernel.shape[3], 3, padding="same", activation="relu")
+    h = keras.layers.MaxPooling2D(2)(conv(inputs))
+    inner = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+    outer_in = keras.Input((size, size, kernel.shape[2]))
+    model = keras.Model(outer_in, inner(outer_in))
+    conv.kernel.assign(kernel)
+    conv.bias.assign(bias)
+    return model
+
+
+def numpy_switches(clean_features, adv_features):
+    """Loop over images, 2×2 windows and channels: (switched / active, active / all) in float64."""
+    n, h, w, c = clean_features.shape
+    switched = active = total = 0
+    for i in range(n):
+        for r in range(0, h - h % 2, 2):
+            for q in range(0, w - w % 2, 2):
+                for ch in range(c):
+                    a = clean_features[i, r:r + 2, q:q + 2, ch].ravel()
+                    b = adv_features[i, r:r + 2, q:q + 2, ch].ravel()
+                    total += 1
+                    if a.max() > 0:
+                        active += 1
+                        switched += int(np.argmax(a) != np.argmax(b))
+    return switched / active, active / total
+
+
+class FirstPoolTest(tf.test.TestCase):
+    def test_threshold_closed_form(self):
+        kernel = np.zeros((3, 3, 1, 4), np.float32)
+        kernel[1, 1, 0, :3] = [0.5, 2.0, -1.0]  # one-pixel filters: −b/w = 0.3, 0.1, 0.2
+        kernel[:, :, 0, 3] = 1.0  # flat: not counted
+        bias = np.array([-0.15, -0.2, 0.2, -5.0], np.float32)
+        self.assertAllClose(structure.first_conv_threshold(_pool_model(kernel, bias)), 0.2)
+        kernel[1, 1, 0, :3] = 0.0
+        self.assertIsNone(structure.first_conv_threshold(_pool_model(kernel, bias)))
+
+    def test_switches_against_numpy_loops(self):
+        rng = np.random.default_rng(5)
+        kernel = np.zeros((3, 3, 1, 2), np.float32)
+        kernel[1, 1, 0, 0] = 1.0  # ReLU(x − 0.3): the window winner is the brightest pixel above 0.3
+        kernel[:, :, 0, 1] = rng.normal(size=(3, 3))
+        bias = np.array([-0.3, 0.1], np.float32)
+        model = _pool_model(kernel, bias, size=7)  # odd size: the last row and column are outside every window
+        clean = rng.random((6, 7, 7, 1)).astype(np.float32)
+        adv = np.clip(clean + rng.uniform(-0.2, 0.2, clean.shape), 0, 1).astype(np.float32)
+        switched, active = structure.first_pool_switches(model, clean, adv)
+        features = model.layers[1].layers[1]  # the conv of the inner model
+        f = keras.Model(model.layers[1].inputs[0], features.output)
+        self.assertAllClose((switched, active), numpy_switches(np.asarray(f(clean)), np.asarray(f(adv))))
+        self.assertGreater(switched, 0.0)
+        self.assertLess(switched, 1.0)
+        self.assertEqual(structure.first_pool_switches(model, clean, clean), (0.0, active))
+        shares, actives = structure.first_pool_switches(model, clean, adv, per_image=True)
+        expected = [numpy_switches(np.asarray(f(clean[i:i + 1])), np.asarray(f(adv[i:i + 1]))) for i in range(6)]
+        self.assertAllClose(np.stack([shares, actives], axis=1), expected)
+
+    def test_identity_filter_closed_form(self):
+        kernel = np.zeros((3, 3, 1, 1), np.float32)
+        kernel[1, 1, 0, 0] = 1.0
+        model = _pool_model(kernel, np.zeros(1, np.float32), size=4)
+        clean = np.zeros((1, 4, 4, 1), np.float32)
+        clean[0, 0, 0] = clean[0, 2, 2] = 0.9  # two active windows, the other two all-zero (inactive)
+        adv = clean.copy()
+        adv[0, 1, 1] = 1.0  # the top-left window's winner moves
+        self.assertAllClose(structure.first_pool_switches(model, clean, adv), (0.5, 0.5))
+        shares, actives = structure.first_pool_switches(model, np.concatenate([clean, 0 * clean]),
+                                                        np.concatenate([adv, adv]), per_image=True)
+        self.assertAllClose(shares, [0.5, np.nan])  # an image without an active window: NaN
+        self.assertAllClose(actives, [0.5, 0.0])
+        self.assertEqual(structure.first_pool_switches(model, 0 * clean, adv), (None, 0.0))
+
+    def test_no_pair(self):
+        kernel = np.zeros((3, 3, 1, 2), np.float32)
+        self.assertIsNone(structure.first_pool_switches(_conv_model(kernel), np.zeros((1, 8, 8, 1)),
+                                                        np.zeros((1, 8, 8, 1))))
+        inputs = keras.Input((4,))
+        self.assertIsNone(structure.first_pool_switches(keras.Model(inputs, keras.layers.Dense(2)(inputs)),
+                                                        np.zeros((1, 4)), np.zeros((1, 4))))
+
+
 class MapStructureTest(tf.test.TestCase):
     def _folder(self, clean, adv, kernel=None):
         folder = os.path.join(self.get_temp_dir(), f"cell{np.random.default_rng().integers(1 << 30)}")
@@ -119,6 +205,32 @@ class MapStructureTest(tf.test.TestCase):
         self.assertEqual((record["images"], record["k"], record["block"]), (5, 12, 2))
         self.assertEqual((record["peak_share"], record["peaked"], record["filters"]), (1.0, 4, 4))
 
+    def test_first_pool_entries_from_saved_images(self):
+        rng = np.random.default_rng(6)
+        clean, adv = rng.random((5, 8, 8)).astype(np.float32), rng.random((5, 8, 8)).astype(np.float32)
+        x = rng.random((5, 8, 8, 1)).astype(np.float32)
+        xa = np.clip(x + rng.uniform(-0.3, 0.3, x.shape), 0, 1).astype(np.float32)
+        kernel = np.zeros((3, 3, 1, 3), np.float32)
+        kernel[1, 1, 0, :] = [1.0, 2.0, 0.5]
+        bias = np.array([-0.2, -0.2, -0.1], np.float32)  # firing levels 0.2, 0.1, 0.2
+        folder = self._folder(clean, adv)
+        for i, sl in enumerate((slice(0, 3), slice(3, None))):
+            np.savez(os.path.join(folder, "eval", "chunks", f"chunk_{i:05d}.npz"), clean_maps=clean[sl],
+                     adversarial_maps=adv[sl], clean_images=x[sl], adversarial_images=xa[sl])
+        os.makedirs(os.path.join(folder, "train"))
+        model = _pool_model(kernel, bias)
+        model.save(os.path.join(folder, "train", "model.keras"))
+        record = structure.map_structure(folder, k=12)
+        features = keras.Model(model.layers[1].inputs[0], model.layers[1].layers[1].output)
+        fx, fa = np.asarray(features(x)), np.asarray(features(xa))
+        self.assertAllClose((record["switched"], record["active"]), numpy_switches(fx, fa))
+        per_image = [numpy_switches(fx[i:i + 1], fa[i:i + 1])[0] for i in range(5)]
+        pixel = [len(set(np.argsort(-c.ravel(), kind="stable")[:12]) & set(np.argsort(-a.ravel(), kind="stable")[:12]))
+                 / 12 for c, a in zip(clean, adv)]
+        self.assertAllClose(record["switch_rho"], scipy.stats.spearmanr(per_image, pixel)[0])
+        self.assertAllClose(record["threshold"], 0.2)
+        self.assertEqual(record["peaked"], 3)
+
     def test_no_maps_no_record_and_no_model_no_share(self):
         empty = os.path.join(self.get_temp_dir(), "empty")
         os.makedirs(empty)
@@ -134,19 +246,26 @@ class StructureTableTest(tf.test.TestCase):
         if lens is not None:
             summary["lens_topk"] = {"mean": lens}
         return {"entry": entry, "objective": entry, "failed_attack": "exclude", "summaries": {"exclude": summary},
-                "protocol": {"lens_window": 3}}
+                "protocol": {"lens_window": 3, "epsilon": 0.1}}
 
     def _record(self, topk, block_topk, peaked):
         return {"images": 10, "k": 100, "block": 2, "topk": topk, "block_topk": block_topk, "support": 90.4,
-                "peak_share": 0.7, "peaked": peaked, "filters": 16}
+                "peak_share": 0.7, "peaked": peaked, "filters": 16, "threshold": 0.11 if peaked else None,
+                "switched": 0.45 if peaked else 0.44, "active": 0.42, "switch_rho": -0.4 if peaked else None}
 
     def test_rows_and_generated_sentence(self):
         cells = [self._cell("natural", 0.9), self._cell("madry", 0.96), self._cell("trades")]
         lines = tables.structure_table(cells, [self._record(0.48, 0.61, 0), self._record(0.35, 0.68, 11), None])
         self.assertEqual(len([line for line in lines if line.startswith("| ")]), 3)  # header + 2 rows
-        self.assertIn("| Madry et al. (PGD-AT) | 11 of 16 | 0.70 | 90 | 35.0% | 68.0% | 96.0% |", lines)
+        self.assertIn("| Madry et al. (PGD-AT) | 11 of 16 | 0.70 | 0.11 | 45.0% (42.0%) | -0.40 | 90 | 35.0% | 68.0% "
+                      "| 96.0% |", lines)
+        self.assertIn("| Natural | 0 of 16 | 0.70 | — | 44.0% (42.0%) | — | 90 | 48.0% | 61.0% | 90.0% |", lines)
+        self.assertIn("(ε = 0.1)", lines[0])
         self.assertIn("below Natural in pixels but not in blocks", lines[-1])
         self.assertIn("11 of its 16 first-layer filters", lines[-1])
+        self.assertIn("median firing level −b/w of 0.11 (ε = 0.1)", lines[-1])
+        self.assertIn("switches the winner of 45.0% of its active first-pool windows (Natural: 44.0%); over its "
+                      "images, the more windows switch, the lower the top-k (Spearman's ρ = -0.40)", lines[-1])
         lines = tables.structure_table(cells[:2], [self._record(0.48, 0.61, 0), self._record(0.35, 0.55, 11)])
         self.assertIn("below Natural in blocks too", lines[-1])
         self.assertEqual(tables.structure_table(cells, [None, None, None]), [])
@@ -170,4 +289,23 @@ class CacheTest(tf.test.TestCase):
             with open(p, "wb") as f:
                 f.write(content)
         np.savez(chunks[1], clean_maps=clean[3:], adversarial_maps=clean[3:])  # new maps: recomputed
-        self.assertNotEqual(structure.map_structure(folder, k=4), first)
+        second = structure.map_structure(folder, k=4)
+        self.assertNotEqual(second, first)
+
+    def test_cache_of_another_version(self):
+        rng = np.random.default_rng(7)
+        folder = MapStructureTest._folder(self, rng.random((4, 6, 6)), rng.random((4, 6, 6)))
+        fresh = structure.map_structure(folder, k=4)
+        path = os.path.join(folder, structure.FILE)
+        with open(path) as f:
+            cached = json.load(f)
+        cached["version"] = structure.VERSION - 1
+        cached["record"] = dict(cached["record"], topk=-1.0)  # a record of older fields
+        with open(path, "w") as f:
+            json.dump(cached, f)
+        self.assertEqual(structure.map_structure(folder, k=4), fresh)  # chunks present: recomputed
+        with open(path, "w") as f:
+            json.dump(cached, f)
+        for name in os.listdir(os.path.join(folder, "eval", "chunks")):
+            os.remove(os.path.join(folder, "eval", "chunks", name))
+        self.assertEqual(structure.map_structure(folder, k=4)["topk"], -1.0)  # no chunks: the old record stays

@@ -55,8 +55,10 @@ def _structure_lines(group, structures):
     if not lines:
         return []
     return ["Map structure (docs/method.md §15): how concentrated the clean maps are, the top-k intersection over "
-            "the 2×2 blocks of the first max-pool next to the pixel one, and how many first-layer filters read "
-            "mostly one pixel. Means over every attacked image with saved maps.", ""] + lines + [""]
+            "the 2×2 blocks of the first max-pool next to the pixel one, how many first-layer filters read mostly "
+            "one pixel and from which input level they fire, and how many active windows of the first max-pool "
+            "change their winning position under the attack (the max-pool passes the input gradient to the winner "
+            "only). Means over every attacked image with saved maps.", ""] + lines + [""]
 
 
 def _dataset_section(group, paired, level="##", suffix="", structures=None):

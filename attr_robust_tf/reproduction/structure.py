@@ -8,6 +8,13 @@ Per finished cell, from the saved evaluation chunks (clean and attacked maps) an
     support      pixels that hold 80 % of a clean map's mass (mean over images)
     block_topk   the top-(k/b²) intersection of the maps summed over b×b blocks aligned with the image origin
                  (for `cpu_cnn`, the cells of its first 2×2 max-pool)
+    threshold    median over the one-pixel filters of  −b / w_peak,  the input level at which  ReLU(w_peak·x + b)
+                 starts to fire (Madry et al. 2018 found PGD-trained MNIST filters thresholding at ε)
+    switched     share of the first max-pool's active windows (clean maximum > 0, per channel) whose arg-max
+                 position differs between the clean and the attacked image: the max-pool's input gradient reaches
+                 only that position, so a switched winner moves the map's mass inside the window
+    active       share of the first max-pool's windows (per channel) that are active on the clean image
+    switch_rho   Spearman's ρ over the images between their `switched` share and their pixel top-k (SciPy)
 
 A map whose mass moves by one pixel inside a pooling cell keeps its block top-k and its LENS recall while its
 pixel top-k falls; a map whose mass moves across the image loses all three.
@@ -16,6 +23,7 @@ import os
 
 import keras
 import numpy as np
+import scipy.stats
 import tensorflow as tf
 
 from attr_robust_tf import _checks, metrics
@@ -24,6 +32,7 @@ from attr_robust_tf.reproduction.records import _read_json, _write_json, chunk_f
 BLOCK = 2  # the pooling cell of the models the study trains (cpu_cnn: MaxPooling2D(2) after the first conv)
 MASS_SHARE = 0.8
 FILE = "structure.json"  # the cached record in the cell folder, reused while the model and the chunks are the same
+VERSION = 3  # of the record's fields; a cache of another version is recomputed when the chunks are there
 
 
 def block_sums(maps, block):
@@ -81,27 +90,113 @@ def first_conv_peak_share(model):
     return float(share.mean()), int(np.sum(share > 0.5)), int(share.size)
 
 
-def _chunk_maps(paths):
-    clean, adv = [], []
+def first_conv_threshold(model):
+    """Median over the first Conv2D's one-pixel filters (peak share > 1/2) of  −b / w_peak  (w_peak: the peak
+    tap's weight summed over input channels); None without such filters or a bias."""
+    conv = next(_conv_layers(model), None)
+    if conv is None or not conv.use_bias:
+        return None
+    kernel = np.asarray(conv.kernel.numpy(), np.float64)
+    taps = kernel.sum(axis=2).reshape(-1, kernel.shape[-1])  # signed (kh·kw, c_out)
+    magnitude = np.abs(kernel).sum(axis=2).reshape(-1, kernel.shape[-1])
+    peak = magnitude.argmax(axis=0)
+    filters = np.arange(kernel.shape[-1])
+    total = magnitude.sum(axis=0)
+    peaked = (magnitude[peak, filters] > 0.5 * total) & (taps[peak, filters] != 0)
+    if not np.any(peaked):
+        return None
+    bias = np.asarray(conv.bias.numpy(), np.float64)
+    return float(np.median(-bias[peaked] / taps[peak, filters][peaked]))
+
+
+def _first_conv_pool(layer):
+    """(functional parent, first Conv2D, the MaxPooling2D applied to its output) or None."""
+    subs = list(getattr(layer, "layers", None) or ())
+    for i, sub in enumerate(subs):
+        if isinstance(sub, keras.layers.Conv2D):
+            pool = subs[i + 1] if i + 1 < len(subs) else None
+            if (isinstance(pool, keras.layers.MaxPooling2D) and getattr(layer, "inputs", None) is not None
+                    and pool.padding == "valid" and tuple(pool.strides) == tuple(pool.pool_size)
+                    and pool.input is sub.output):
+                return layer, sub, pool
+            return None
+        found = _first_conv_pool(sub)
+        if found is not None or any(True for _ in _conv_layers(sub)):
+            return found
+    return None
+
+
+def _windows(features, size):
+    """(N, H, W, C) → (N, H/ph, W/pw, C, ph·pw): the max-pool windows (valid padding; the remainder is dropped)."""
+    (ph, pw), (n, h, w, c) = size, features.shape
+    f = features[:, :h - h % ph, :w - w % pw]
+    f = f.reshape(n, h // ph, ph, w // pw, pw, c)
+    return f.transpose(0, 1, 3, 5, 2, 4).reshape(n, h // ph, w // pw, c, ph * pw)
+
+
+def first_pool_switches(model, clean_images, adversarial_images, per_image=False):
+    """(switched, active) at the model's first Conv2D → MaxPooling2D pair (module docstring); None without one.
+
+    Windows are taken per image and channel; the arg-max is NumPy's (the first maximum in row-major order, as
+    TensorFlow's max-pool gradient routes it). `switched` is None when no window is active. With `per_image`, both
+    are float64 arrays (N,), `switched` NaN for an image without an active window.
+    """
+    found = _first_conv_pool(model)
+    if found is None:
+        return None
+    parent, conv, pool = found
+    inputs = parent.inputs[0] if len(parent.inputs) == 1 else parent.inputs
+    features = keras.Model(inputs, conv.output)
+    size = tuple(pool.pool_size)
+    clean = _windows(np.asarray(features(np.asarray(clean_images, np.float32)), np.float64), size)
+    adv = _windows(np.asarray(features(np.asarray(adversarial_images, np.float32)), np.float64), size)
+    active = clean.max(axis=-1) > 0
+    switched = (clean.argmax(axis=-1) != adv.argmax(axis=-1)) & active
+    if per_image:
+        n_active, n_switched = active.sum(axis=(1, 2, 3)), switched.sum(axis=(1, 2, 3))
+        share = np.divide(n_switched, n_active, out=np.full(len(active), np.nan), where=n_active > 0)
+        return share, active.mean(axis=(1, 2, 3))
+    if not np.any(active):
+        return None, 0.0
+    return float(switched.sum() / active.sum()), float(active.mean())
+
+
+def _switch_entries(switched, active, topk):
+    """The record's first-pool entries from per-image switch shares, active shares and pixel top-k."""
+    ok = np.isfinite(switched)
+    entries = {"switched": None, "active": float(np.mean(active)), "switch_rho": None}
+    if np.any(ok):
+        entries["switched"] = float(np.sum(switched[ok] * active[ok]) / np.sum(active[ok]))
+    if np.sum(ok) > 2 and np.ptp(switched[ok]) > 0 and np.ptp(topk[ok]) > 0:
+        entries["switch_rho"] = float(scipy.stats.spearmanr(switched[ok], topk[ok])[0])
+    return entries
+
+
+def _chunk_arrays(paths, names):
+    """The arrays `names` concatenated over the chunks that hold the first of them; None when none does."""
+    parts = {name: [] for name in names}
     for path in paths:
         with np.load(path) as z:
-            if "clean_maps" in z.files and len(z["clean_maps"]):
-                clean.append(z["clean_maps"])
-                adv.append(z["adversarial_maps"])
-    if not clean:
-        return None, None
-    return np.concatenate(clean), np.concatenate(adv)
+            if names[0] in z.files and len(z[names[0]]):
+                for name in names:
+                    if name in z.files:
+                        parts[name].append(z[name])
+    if not parts[names[0]]:
+        return None
+    return {name: np.concatenate(v) if len(v) == len(parts[names[0]]) else None for name, v in parts.items()}
 
 
 def map_structure(folder, k, block=BLOCK):
     """The structure record of one cell folder (`cells.cell_dir`), or None when it has no saved maps.
 
-    Returns {"images", "k", "block", "topk", "block_topk", "support", "peak_share", "peaked", "filters"} (means
-    over the attacked images; the first-conv entries are None for a model without a Conv2D). Every attacked image
-    of the saved chunks counts, those without a label-preserving iterate included (their maps are the last
-    iterate's), so `topk` can differ slightly from the table's. The record is cached in `FILE` next to the cell's
-    result and reused while the model file, k, the block and the chunk files (names and SHA-256) are unchanged, or
-    when the chunks are gone (a checkout that keeps only the durable files of a cell).
+    Returns {"images", "k", "block", "topk", "block_topk", "support", "peak_share", "peaked", "filters",
+    "threshold", "switched", "active", "switch_rho"} (module docstring; means over the attacked images; the
+    first-conv entries are None for a model without a Conv2D, the first-pool ones without a Conv2D → MaxPooling2D
+    pair or saved images). Every attacked image of the saved chunks counts, those without a label-preserving iterate
+    included (their maps are the last iterate's), so `topk` can differ slightly from the table's. The record is
+    cached in `FILE` next to the cell's result and reused while the model file, k, the block and the chunk files
+    (names and SHA-256) and `VERSION` are unchanged, or when the chunks are gone (a checkout that keeps only the
+    durable files of a cell).
     """
     model_path = os.path.join(folder, "train", "model.keras")
     sha = file_sha256(model_path) if os.path.exists(model_path) else None
@@ -111,22 +206,32 @@ def map_structure(folder, k, block=BLOCK):
     cached = _read_json(cache_path)
     if cached is not None:
         if (cached.get("model_sha256") == sha and cached["k"] == int(k) and cached["block"] == int(block)
-                and (not chunks or cached.get("chunks") == chunks)):
+                and (not chunks or (cached.get("chunks") == chunks and cached.get("version") == VERSION))):
             return cached["record"]
-    clean, adv = _chunk_maps(paths)
-    if clean is None:
+    arrays = _chunk_arrays(paths, ("clean_maps", "adversarial_maps", "clean_images", "adversarial_images"))
+    if arrays is None:
         return None
+    clean, adv = arrays["clean_maps"], arrays["adversarial_maps"]
+    topk = np.asarray(metrics.topk_intersection(clean, adv, k), np.float64)
     h, w = clean.shape[1:3]
     record = {"images": int(len(clean)), "k": int(k), "block": int(block),
-              "topk": float(np.mean(metrics.topk_intersection(clean, adv, k))),
+              "topk": float(np.mean(topk)),
               "block_topk": (float(np.mean(block_topk_intersection(clean, adv, k, block)))
                              if h % block == 0 and w % block == 0 else None),
               "support": float(np.mean(mass_support(clean))),
-              "peak_share": None, "peaked": None, "filters": None}
+              "peak_share": None, "peaked": None, "filters": None, "threshold": None, "switched": None,
+              "active": None, "switch_rho": None}
     if sha is not None:
-        peak = first_conv_peak_share(keras.models.load_model(model_path, compile=False))
+        model = keras.models.load_model(model_path, compile=False)
+        peak = first_conv_peak_share(model)
         if peak is not None:
             record["peak_share"], record["peaked"], record["filters"] = peak
-    _write_json(cache_path, {"model_sha256": sha, "k": int(k), "block": int(block), "chunks": chunks,
-                             "record": record})
+            record["threshold"] = first_conv_threshold(model)
+        images = arrays["clean_images"], arrays["adversarial_images"]
+        pool = (first_pool_switches(model, *images, per_image=True)
+                 if images[0] is not None and images[1] is not None else None)
+        if pool is not None:
+            record.update(_switch_entries(*pool, topk))
+    _write_json(cache_path, {"version": VERSION, "model_sha256": sha, "k": int(k), "block": int(block),
+                             "chunks": chunks, "record": record})
     return record

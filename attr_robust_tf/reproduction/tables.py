@@ -197,8 +197,12 @@ def structure_table(cells, records):
         return []
     k, b = rows[0][1]["k"], rows[0][1]["block"]
     kb = max(1, int(round(k / b ** 2)))
+    eps = rows[0][0]["protocol"].get("epsilon")
     head = ["objective", "first-conv filters with one tap > ½ of \\|w\\|", "mean peak-tap share",
-            "pixels holding 80 % of the map", f"IN (top-{k} pixels)", f"IN (top-{kb} of {b}×{b} blocks)",
+            "their firing level −b/w" + (f" (ε = {eps:g})" if eps is not None else ""),
+            "first-pool winners switched (active windows)", "ρ(switched, top-k) over images",
+            "pixels holding 80 % of the map",
+            f"IN (top-{k} pixels)", f"IN (top-{kb} of {b}×{b} blocks)",
             f"{rows[0][0]['protocol'].get('lens_window', 3)}-LENS-recall@{k}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c, r in rows:
@@ -206,7 +210,10 @@ def structure_table(cells, records):
         lines.append(f"| {title(c['entry'])} | "
                      + ("—" if r["filters"] is None else f"{r['peaked']} of {r['filters']}") + " | "
                      + ("—" if r["peak_share"] is None else f"{r['peak_share']:.2f}") + " | "
-                     f"{r['support']:.0f} | {_share(r['topk'])} | {_share(r['block_topk'])} | "
+                     + ("—" if r.get("threshold") is None else f"{r['threshold']:.2f}") + " | "
+                     + ("—" if r.get("switched") is None else f"{_share(r['switched'])} ({_share(r['active'])})")
+                     + " | " + ("—" if r.get("switch_rho") is None else f"{r['switch_rho']:+.2f}")
+                     + f" | {r['support']:.0f} | {_share(r['topk'])} | {_share(r['block_topk'])} | "
                      f"{_fmt(lens, True, False) if lens else '—'} |")
     low_cell, low = min(rows, key=lambda cr: cr[1]["topk"])
     natural = next((r for c, r in rows if c["objective"] == "natural"), None)
@@ -221,5 +228,15 @@ def structure_table(cells, records):
         if low["filters"] is not None and natural["filters"] is not None:
             sentence += (f". {low['peaked']} of its {low['filters']} first-layer filters put more than half their "
                          f"weight on one pixel (Natural: {natural['peaked']})")
+        if low.get("threshold") is not None:
+            sentence += (f", with a median firing level −b/w of {low['threshold']:.2f}"
+                         + (f" (ε = {eps:g})" if eps is not None else ""))
+        if low.get("switched") is not None and natural.get("switched") is not None:
+            sentence += (f". The attack switches the winner of {_share(low['switched'])} of its active first-pool "
+                         f"windows (Natural: {_share(natural['switched'])})")
+            if low.get("switch_rho") is not None:
+                sentence += ("; over its images, the more windows switch, the lower the top-k"
+                             if low["switch_rho"] < 0 else "; over its images, more switched windows do not mean a "
+                             "lower top-k") + f" (Spearman's ρ = {low['switch_rho']:+.2f})"
     lines += ["", sentence + "."]
     return lines
