@@ -227,6 +227,18 @@ class RenderingTest(testing.TestCase):
             self.assertIn("(RESULTS-paired.png)", f.read())
         self.assertEqual(Image.open(os.path.join(os.path.dirname(path), "RESULTS-paired.png")).mode, "RGB")
 
+    def test_paired_figure_gains_a_lens_panel_when_a_pair_has_lens(self):
+        stat = {"mean": 0.01, "ci_low": 0.0, "ci_high": 0.02, "n": 10}
+        without = {"mnist": {"madry": {"natural_accuracy": stat, "topk": stat, "kendall": stat}}}
+        self.assertLen(reproduction.paired_figure(without, "IG-SUM-NORM").axes, 3)
+        with_lens = {"mnist": {"madry": dict(without["mnist"]["madry"], lens_topk=stat),
+                               "trades": without["mnist"]["madry"]},
+                     "fashion_mnist": without["mnist"]}
+        figure = reproduction.paired_figure(with_lens, "IG-SUM-NORM")
+        self.assertLen(figure.axes, 8)
+        self.assertEqual(figure.axes[3].get_xlabel(), "Δ LENS recall (points)")
+        self.assertLen(figure.axes[3].lines[0].get_xdata(), 1)  # madry's point; trades has none
+
 
     def test_claim_differences_and_recalled_rows(self):
         cells = [fake_cell("fashion_mnist", "natural", 0.85, 0.05, 0.40, 0.45),

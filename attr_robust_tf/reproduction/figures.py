@@ -96,22 +96,24 @@ def bar_chart(cells, **_):
 
 
 def paired_figure(comparisons, baseline_title, entries=None):
-    """Paired differences to the baseline per dataset: one panel per metric, a point per method with its 95 %
-    paired bootstrap interval; `comparisons` is `comparisons.paired_comparisons`' output. `entries` (every
+    """Paired differences to the baseline per dataset: one panel per metric (NA, top-k, Kendall's τ and, when any
+    pair has it, LENS recall), a point per method with its 95 % paired bootstrap interval; `comparisons` is `comparisons.paired_comparisons`' output. `entries` (every
     entry in page order) keeps the colours of `results_figure`."""
     order = list(entries or dict.fromkeys(e for v in comparisons.values() for e in v))
-    metrics = (("natural_accuracy", "Δ NA (points)", 100), ("topk", "Δ top-k intersection (points)", 100),
-               ("kendall", "Δ Kendall τ", 1))
+    metrics = [("natural_accuracy", "Δ NA (points)", 100), ("topk", "Δ top-k intersection (points)", 100),
+               ("kendall", "Δ Kendall τ", 1)]
+    if any((v.get("lens_topk") or {}).get("mean") is not None for d in comparisons.values() for v in d.values()):
+        metrics.append(("lens_topk", "Δ LENS recall (points)", 100))  # cells evaluated with LENS
     datasets = list(comparisons)
-    figure, axes = plt.subplots(len(datasets), len(metrics), figsize=(11, 0.5 + 0.42 * max(
+    figure, axes = plt.subplots(len(datasets), len(metrics), figsize=(3.7 * len(metrics), 0.5 + 0.42 * max(
         [len(v) for v in comparisons.values()] + [3]) * len(datasets) + 0.8 * len(datasets)), squeeze=False)
     for row, dataset in enumerate(datasets):
         entries = list(comparisons[dataset])
         for col, (metric, label, scale) in enumerate(metrics):
             axis = axes[row, col]
             for y, entry in enumerate(entries):
-                stat = comparisons[dataset][entry][metric]
-                if stat["mean"] is None:
+                stat = comparisons[dataset][entry].get(metric)
+                if stat is None or stat["mean"] is None:
                     continue
                 lo = stat["ci_low"] if stat["ci_low"] is not None else stat["mean"]
                 hi = stat["ci_high"] if stat["ci_high"] is not None else stat["mean"]
