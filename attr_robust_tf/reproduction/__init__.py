@@ -12,7 +12,8 @@ Modules, by what they do:
     cells         running cells: train if missing, evaluate if missing
     records       reading a cell back: result, per-image values, convergence record, wall times, finished or not
     comparisons   statistics of comparisons: paired differences with a bootstrap interval over the same images
-    structure     why a pixel top-k is what it is: map concentration, block top-k, one-pixel first-layer filters
+    structure     why a pixel top-k is what it is: map concentration, block top-k, one-pixel first-layer filters,
+                  first max-pool winner switches
     tables        Markdown tables: results, LENS, evaluation differences, settings, convergence, map structure
     claims        the sentences about the claim, generated from the paired (or per-model) numbers
     pages         assembling RESULTS.md and the demo report from the tables, claims and figures
@@ -35,11 +36,13 @@ from attr_robust_tf.reproduction.names import (ALIASES, BASE_OBJECTIVES, BASELIN
 from attr_robust_tf.reproduction.claims import paired_claim, verdict  # noqa: F401
 from attr_robust_tf.reproduction.pages import EXPECTED_RUNTIME, format_results, write_demo_report, write_results  # noqa
 from attr_robust_tf.reproduction.structure import (block_topk_intersection, first_conv_peak_share,  # noqa: F401
-                                                   map_structure, mass_support)
+                                                   first_conv_threshold, first_pool_switches, map_structure,
+                                                   mass_support)
 from attr_robust_tf.reproduction.tables import TARGETS, results_table  # noqa: F401
 
 __all__ = ["DATASETS", "OBJECTIVES", "SCALES", "RAR_TABLE1", "parse_datasets", "parse_objectives", "split_entry",
            "title", "load_config", "cell_dir", "run_cell", "reproduce", "results_table", "format_results", "bar_chart",
            "write_results", "write_demo_report", "finished_cells", "paired_difference", "paired_comparisons",
            "results_figure", "paired_figure", "pareto_figure", "fronts_figure", "map_structure",
-           "block_topk_intersection", "mass_support", "first_conv_peak_share"]
+           "block_topk_intersection", "mass_support", "first_conv_peak_share", "first_conv_threshold",
+           "first_pool_switches"]
