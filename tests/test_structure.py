@@ -168,6 +168,13 @@ class FirstPoolTest(tf.test.TestCase):
         self.assertAllClose(actives, [0.5, 0.0])
         self.assertEqual(structure.first_pool_switches(model, 0 * clean, adv), (None, 0.0))
 
+    def test_images_of_different_shapes(self):
+        kernel = np.zeros((3, 3, 1, 1), np.float32)
+        model = _pool_model(kernel, np.zeros(1, np.float32), size=4)
+        with self.assertRaisesRegex(ValueError, r"adversarial_images.*shape of `clean_images`.*\(2, 4, 4, 1\).*"
+                                                r"\(1, 4, 4, 1\)"):
+            structure.first_pool_switches(model, np.zeros((2, 4, 4, 1)), np.zeros((1, 4, 4, 1)))
+
     def test_no_pair(self):
         kernel = np.zeros((3, 3, 1, 2), np.float32)
         self.assertIsNone(structure.first_pool_switches(_conv_model(kernel), np.zeros((1, 8, 8, 1)),

@@ -97,8 +97,9 @@ def bar_chart(cells, **_):
 
 def paired_figure(comparisons, baseline_title, entries=None):
     """Paired differences to the baseline per dataset: one panel per metric (NA, top-k, Kendall's τ and, when any
-    pair has it, LENS recall), a point per method with its 95 % paired bootstrap interval; `comparisons` is `comparisons.paired_comparisons`' output. `entries` (every
-    entry in page order) keeps the colours of `results_figure`."""
+    pair has it, LENS recall), a point per method with its 95 % paired bootstrap interval; `comparisons` is
+    `comparisons.paired_comparisons`' output. `entries` (every entry in page order) keeps the colours of
+    `results_figure`."""
     order = list(entries or dict.fromkeys(e for v in comparisons.values() for e in v))
     metrics = [("natural_accuracy", "Δ NA (points)", 100), ("topk", "Δ top-k intersection (points)", 100),
                ("kendall", "Δ Kendall τ", 1)]

@@ -78,15 +78,21 @@ def _conv_layers(layer):
         yield from _conv_layers(sub)
 
 
+def _peak_taps(conv):
+    """(peak tap per filter, its share of Σ_t a_t, a_t = Σ_c |w[t, c]|) of a Conv2D, float64 arrays (c_out,)."""
+    taps = np.abs(np.asarray(conv.kernel.numpy(), np.float64)).sum(axis=2)  # (kh, kw, c_out)
+    taps = taps.reshape(-1, taps.shape[-1])  # (kh·kw, c_out)
+    total = taps.sum(axis=0)
+    share = np.divide(taps.max(axis=0), total, out=np.zeros_like(total), where=total > 0)
+    return taps.argmax(axis=0), share
+
+
 def first_conv_peak_share(model):
     """(mean peak share, peaked filters, filters) of the model's first Conv2D; None when it has none."""
     conv = next(_conv_layers(model), None)
     if conv is None:
         return None
-    kernel = np.abs(np.asarray(conv.kernel.numpy(), np.float64))  # (kh, kw, c_in, c_out)
-    taps = kernel.sum(axis=2).reshape(-1, kernel.shape[-1])  # (kh·kw, c_out)
-    total = taps.sum(axis=0)
-    share = np.divide(taps.max(axis=0), total, out=np.zeros_like(total), where=total > 0)
+    _, share = _peak_taps(conv)
     return float(share.mean()), int(np.sum(share > 0.5)), int(share.size)
 
 
@@ -96,17 +102,14 @@ def first_conv_threshold(model):
     conv = next(_conv_layers(model), None)
     if conv is None or not conv.use_bias:
         return None
+    peak, share = _peak_taps(conv)
     kernel = np.asarray(conv.kernel.numpy(), np.float64)
-    taps = kernel.sum(axis=2).reshape(-1, kernel.shape[-1])  # signed (kh·kw, c_out)
-    magnitude = np.abs(kernel).sum(axis=2).reshape(-1, kernel.shape[-1])
-    peak = magnitude.argmax(axis=0)
-    filters = np.arange(kernel.shape[-1])
-    total = magnitude.sum(axis=0)
-    peaked = (magnitude[peak, filters] > 0.5 * total) & (taps[peak, filters] != 0)
+    w_peak = kernel.sum(axis=2).reshape(-1, kernel.shape[-1])[peak, np.arange(peak.size)]  # signed
+    peaked = (share > 0.5) & (w_peak != 0)
     if not np.any(peaked):
         return None
     bias = np.asarray(conv.bias.numpy(), np.float64)
-    return float(np.median(-bias[peaked] / taps[peak, filters][peaked]))
+    return float(np.median(-bias[peaked] / w_peak[peaked]))
 
 
 def _first_conv_pool(layer):
@@ -121,7 +124,7 @@ def _first_conv_pool(layer):
                 return layer, sub, pool
             return None
         found = _first_conv_pool(sub)
-        if found is not None or any(True for _ in _conv_layers(sub)):
+        if found is not None or next(_conv_layers(sub), None) is not None:
             return found
     return None
 
@@ -141,6 +144,10 @@ def first_pool_switches(model, clean_images, adversarial_images, per_image=False
     TensorFlow's max-pool gradient routes it). `switched` is None when no window is active. With `per_image`, both
     are float64 arrays (N,), `switched` NaN for an image without an active window.
     """
+    clean_images, adversarial_images = np.asarray(clean_images), np.asarray(adversarial_images)
+    if clean_images.shape != adversarial_images.shape:
+        raise ValueError("`adversarial_images` must have the shape of `clean_images`. Received: shapes "
+                         f"{clean_images.shape} and {adversarial_images.shape}.")
     found = _first_conv_pool(model)
     if found is None:
         return None
@@ -148,8 +155,8 @@ def first_pool_switches(model, clean_images, adversarial_images, per_image=False
     inputs = parent.inputs[0] if len(parent.inputs) == 1 else parent.inputs
     features = keras.Model(inputs, conv.output)
     size = tuple(pool.pool_size)
-    clean = _windows(np.asarray(features(np.asarray(clean_images, np.float32)), np.float64), size)
-    adv = _windows(np.asarray(features(np.asarray(adversarial_images, np.float32)), np.float64), size)
+    clean = _windows(np.asarray(features(clean_images.astype(np.float32)), np.float64), size)
+    adv = _windows(np.asarray(features(adversarial_images.astype(np.float32)), np.float64), size)
     active = clean.max(axis=-1) > 0
     switched = (clean.argmax(axis=-1) != adv.argmax(axis=-1)) & active
     if per_image:
