@@ -147,3 +147,46 @@ class ClaimTest(testing.TestCase):
                                                                                "points"))
         self.assertEqual(pages.verdict(stats((0.02, 0.05), (-0.01, 0.01)))[0], "unresolved")
         self.assertEqual(pages.verdict(stats((0.04, 0.05), (-0.03, 0.0)))[0], "unresolved")
+
+
+class SeedReplicateTest(testing.TestCase):
+    def test_paired_baseline_matches_the_seed(self):
+        from attr_robust_tf.reproduction import names
+        self.assertEqual(names.paired_baseline("sarkar2021"), "ig_sum_norm")
+        self.assertEqual(names.paired_baseline("madry@model.name=cpu_cnn_avgpool"), "ig_sum_norm")
+        self.assertEqual(names.paired_baseline("sarkar2021@seed=1"), "ig_sum_norm@seed=1")
+        self.assertEqual(names.paired_baseline("sarkar2021@train.epochs=4+seed=7"), "ig_sum_norm@seed=7")
+        self.assertEqual(names.paired_baseline("ig_sum_norm@seed=1"), "ig_sum_norm")
+        self.assertEqual(names.paired_baseline("ig_sum_norm@seed=1+model.name=cpu_cnn_avgpool"), "ig_sum_norm@seed=1")
+        self.assertIsNone(names.seed_override("sarkar2021@train.epochs=4"))
+        self.assertEqual(names.seed_override("sarkar2021@train.epochs=4+seed=7"), "seed=7")
+
+    def test_replicates_are_paired_within_their_seed(self):
+        rng = np.random.default_rng(3)
+        base, base1 = rng.uniform(0.4, 0.6, 300), rng.uniform(0.4, 0.6, 300)
+        sarkar, sarkar1 = base + 0.06 + rng.normal(0, 0.01, 300), base1 + 0.005 + rng.normal(0, 0.01, 300)
+        cells = [cell("mnist", "ig_sum_norm", base), cell("mnist", "sarkar2021", sarkar),
+                 cell("mnist", "ig_sum_norm", base1), cell("mnist", "sarkar2021", sarkar1),
+                 cell("mnist", "madry", base - 0.1)]
+        for c, entry in zip(cells[2:], ("ig_sum_norm@seed=1", "sarkar2021@seed=1", "madry@seed=2")):
+            c["entry"] = entry
+        paired = reproduction.paired_comparisons(cells)["mnist"]
+        # madry@seed=2 has no IG-SUM-NORM of seed 2: left out rather than compared across seeds
+        self.assertEqual(list(paired), ["sarkar2021", "ig_sum_norm@seed=1", "sarkar2021@seed=1"])
+        for entry, a, b in (("sarkar2021", sarkar, base), ("ig_sum_norm@seed=1", base1, base),
+                            ("sarkar2021@seed=1", sarkar1, base1)):
+            self.assertAllClose(paired[entry]["topk"]["mean"], np.mean(a - b), atol=1e-12)
+            lo, hi = numpy_paired_bootstrap(a, b, 300, 202)
+            self.assertAllClose([paired[entry]["topk"]["ci_low"], paired[entry]["topk"]["ci_high"]], [lo, hi],
+                                atol=1e-12)
+        table = "\n".join(pages.paired_table(paired))
+        self.assertIn("| Sarkar et al. 2021 [seed=1] (− IG-SUM-NORM (RAR) [seed=1]) |", table)
+        claim = pages.paired_claim(cells[:4], paired)
+        self.assertIn("Sarkar et al. 2021 [seed=1] − IG-SUM-NORM (RAR) [seed=1], paired", claim[1])
+        lines = pages.seed_lines(paired)
+        self.assertIn("- Two training seeds of IG-SUM-NORM (RAR) (IG-SUM-NORM (RAR) [seed=1] − IG-SUM-NORM (RAR)): "
+                      "top-k " + pages._points(paired["ig_sum_norm@seed=1"]["topk"]), "\n".join(lines))
+        self.assertIn(f"{pages._points(paired['sarkar2021']['topk'])} (the configured seed, yes); "
+                      f"{pages._points(paired['sarkar2021@seed=1']['topk'])} (seed=1, no). Better by ≥ 3 top-k points "
+                      "at NA within 2 points in 1 of 2 seeds.", lines[-1])
+        self.assertEqual(pages.seed_lines({"sarkar2021": paired["sarkar2021"]}), [])

@@ -1,7 +1,8 @@
 """The sentences about the claim (Sarkar et al. 2021: ≥ 3 top-k points over IG-SUM-NORM at NA within 2 points),
 generated from the numbers: paired differences with IG-SUM-NORM (`comparisons.paired_comparisons`) when the cells
 hold per-image values, else the per-model comparison with each model's own interval."""
-from attr_robust_tf.reproduction.names import BASELINE, EARLIER, is_sarkar, title
+from attr_robust_tf.reproduction.names import (BASELINE, EARLIER, is_sarkar, paired_baseline, seed_override,
+                                               split_entry, title)
 from attr_robust_tf.reproduction.tables import _fmt, _headline
 
 CLAIM_GAIN, CLAIM_NA = 0.03, 0.02  # the question: ≥ 3 top-k points better at NA within 2 points
@@ -80,7 +81,9 @@ def paired_table(paired):
              + (" Δ LENS-recall |" if lens else "") + " pairs (NA / attacked in both) |",
              "|---|---|---|---|" + ("---|" if lens else "") + "---|"]
     for entry, stats in paired.items():
-        lines.append(f"| {title(entry)} | {_points(stats['natural_accuracy'])} | {_points(stats['topk'])} | "
+        against = paired_baseline(entry)
+        label = title(entry) + ("" if against == BASELINE else f" (− {title(against)})")
+        lines.append(f"| {label} | {_points(stats['natural_accuracy'])} | {_points(stats['topk'])} | "
                      f"{_points(stats['kendall'], percent=False)} |"
                      + (f" {_points(stats['lens_topk'])} |" if lens else "")
                      + f" {stats['natural_accuracy']['n']} / {stats['topk']['n']} |")
@@ -121,7 +124,8 @@ def paired_claim(cells, paired):
             continue
         answer, reason = verdict(stats)
         lines.append(
-            f"- {title(cell['entry'])} − {title(BASELINE)}, paired over the {topk['n']} images attacked in both "
+            f"- {title(cell['entry'])} − {title(paired_baseline(cell['entry']))}, paired over the {topk['n']} images "
+            "attacked in both "
             f"({100 * topk['first']:.1f}% vs {100 * topk['second']:.1f}% top-k on those images): top-k "
             f"{_points(topk)}, the interval {_where(topk)} 0 and {_where(topk, CLAIM_GAIN)} +3 points; "
             f"Kendall's τ {_points(kendall, percent=False)}, the interval {_where(kendall)} 0; "
@@ -131,3 +135,32 @@ def paired_claim(cells, paired):
             f"{na['n']} images {_points(na)}. Better by ≥ 3 top-k points at NA within 2 points: **{answer}** "
             f"({reason}).")
     return lines or [f"No Sarkar et al. 2021 row was compared with {title(BASELINE)} here."]
+
+
+def seed_lines(paired):
+    """Sentences on one dataset's seed replicates ("…@seed=N" rows, each paired with IG-SUM-NORM of its seed):
+    the difference two training seeds of IG-SUM-NORM make, and each Sarkar row's difference and verdict per seed."""
+    seeded = [e for e in paired if seed_override(e)]
+    if not seeded:
+        return []
+    lines = [f"Seed replicates: a row marked [seed=…] was trained with another seed (initialisation, batch order, "
+             f"inner-attack noise; the same data and test images) and is paired with {title(BASELINE)} trained with "
+             "that seed. Each interval above covers the test images of one training run, not the training seed.", ""]
+    for entry in seeded:
+        if split_entry(entry) == (BASELINE, (seed_override(entry),)):
+            stats = paired[entry]
+            lines.append(f"- Two training seeds of {title(BASELINE)} ({title(entry)} − {title(BASELINE)}): top-k "
+                         f"{_points(stats['topk'])}, Kendall's τ {_points(stats['kendall'], percent=False)}, NA "
+                         f"{_points(stats['natural_accuracy'])}.")
+    for objective in dict.fromkeys(split_entry(e)[0] for e in paired if is_sarkar(split_entry(e)[0])):
+        rows = [e for e in paired if split_entry(e)[0] == objective
+                and split_entry(e)[1] in ((), (seed_override(e),))]
+        if not any(seed_override(e) for e in rows):
+            continue
+        answers = [verdict(paired[e])[0] for e in rows]
+        parts = [f"{_points(paired[e]['topk'])} ({seed_override(e) or 'the configured seed'}, {a})"
+                 for e, a in zip(rows, answers)]
+        lines.append(f"- {title(objective)} − {title(BASELINE)} per training seed, top-k: " + "; ".join(parts)
+                     + f". Better by ≥ 3 top-k points at NA within 2 points in {answers.count('yes')} of "
+                     f"{len(rows)} seeds.")
+    return lines

@@ -10,7 +10,7 @@ not the two samples independently). Natural accuracy pairs every image evaluated
 import numpy as np
 
 from attr_robust_tf import evaluation
-from attr_robust_tf.reproduction.names import BASELINE
+from attr_robust_tf.reproduction.names import BASELINE, paired_baseline
 from attr_robust_tf.reproduction.records import PER_IMAGE_OPTIONAL
 
 __all__ = ["paired_difference", "paired_comparisons", "PAIRED_METRICS"]
@@ -67,21 +67,25 @@ def paired_difference(first, second, metric, *, samples=1000, seed=0, level=0.95
 
 
 def paired_comparisons(cells, baseline=BASELINE, *, samples=None):
-    """{dataset: {entry: {metric: paired_difference(entry, baseline)}}} for every cell with per-image values.
+    """{dataset: {entry: {metric: paired_difference(entry, its baseline)}}} for every cell with per-image values.
 
+    Each cell is paired with `names.paired_baseline(entry)`: `baseline` trained with the cell's seed override,
+    so a seed replicate ("sarkar2021@seed=1") is compared within its seed and the baseline's own replicate
+    ("ig_sum_norm@seed=1") with the baseline, which measures the difference two training seeds make. A cell
+    whose seed-matched baseline is missing is left out rather than compared across seeds.
     The `OPTIONAL` metrics are there only when both cells hold their per-image values.
     Cells are result dicts of `run_cell`; a dataset without a `baseline` cell (or without per-image values)
     is left out. The bootstrap uses the protocol's `bootstrap_samples` and seed unless `samples` is given.
     """
     out = {}
     for dataset in dict.fromkeys(c["dataset"] for c in cells):
-        group = [c for c in cells if c["dataset"] == dataset and c.get("per_image")]
-        base = next((c for c in group if c["entry"] == baseline), None)
-        if base is None:
+        group = {c["entry"]: c for c in cells if c["dataset"] == dataset and c.get("per_image")}
+        if baseline not in group:
             continue
         out[dataset] = {}
-        for cell in group:
-            if cell is base:
+        for entry, cell in group.items():
+            base = group.get(paired_baseline(entry, baseline))
+            if entry == baseline or base is None:
                 continue
             protocol = cell.get("protocol") or {}
             n = protocol.get("bootstrap_samples", 1000) if samples is None else samples

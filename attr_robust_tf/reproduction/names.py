@@ -109,6 +109,26 @@ def parse_objectives(text):
     return tuple(out)
 
 
+def paired_baseline(entry, baseline=BASELINE):
+    """The entry `entry` is paired with: `baseline` trained with the same seed override.
+
+    "sarkar2021@seed=1" → "ig_sum_norm@seed=1" (a seed replicate is compared within its seed);
+    "ig_sum_norm@seed=1" → "ig_sum_norm" (the difference between two seeds of the baseline itself);
+    "sarkar2021" or "madry@model.name=cpu_cnn_avgpool" → "ig_sum_norm".
+    """
+    objective, overrides = split_entry(entry)
+    seed = seed_override(entry)
+    if objective == baseline and seed and overrides == (seed,):
+        return baseline
+    return baseline + (f"@{seed}" if seed else "")
+
+
+def seed_override(entry):
+    """The entry's "seed=…" override ("sarkar2021@seed=1" → "seed=1"); None when it trains with the config's
+    seed."""
+    return next((o for o in split_entry(entry)[1] if o.partition("=")[0] == "seed"), None)
+
+
 def title(entry):
     """"IG-SUM-NORM (RAR)"; a variant adds its overrides: "Sarkar et al. 2021 [robust.weights.cacr=1]"."""
     objective, overrides = split_entry(entry)

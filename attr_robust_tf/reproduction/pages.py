@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from attr_robust_tf import evaluation_report, pareto
 from attr_robust_tf.reproduction import comparisons, figures, structure
-from attr_robust_tf.reproduction.claims import (_points, paired_claim, paired_table, unpaired_claim,  # noqa: F401
-                                                verdict)
+from attr_robust_tf.reproduction.claims import (_points, paired_claim, paired_table, seed_lines,  # noqa: F401
+                                                unpaired_claim, verdict)
 from attr_robust_tf.reproduction.names import BASELINE, TITLES, is_sarkar, split_entry, title
 from attr_robust_tf.reproduction.tables import (_seconds, convergence_table, differences_table,  # noqa: F401
                                                 lens_table, results_table, settings_table, structure_table)
@@ -82,6 +82,8 @@ def _dataset_section(group, paired, level="##", suffix="", structures=None):
                   "images (NA: every image evaluated in both; top-k, τ and LENS recall: the images attacked in both "
                   "models with a label-preserving iterate in both), with 95 % paired bootstrap intervals.", ""]
         lines += paired_table(paired) + [""] + paired_claim(group, paired)
+        seeds = seed_lines(paired)
+        lines += [""] + seeds if seeds else []
         lines += ["", "Per-model comparison (unpaired; each mean with its own interval, as in the table):", ""]
     lines += unpaired_claim(group)
     return lines
