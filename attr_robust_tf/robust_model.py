@@ -266,6 +266,10 @@ class RobustModel(keras.Model):
         self.built = True  # the wrapped model is already built
 
     def call(self, inputs, training=False):
+        """Logits of the wrapped model; `predict` and direct calls check the images against `bounds` as `fit` does
+        (0–255 pixels given to a model trained on [0, 1] raise instead of predicting quietly wrong)."""
+        if not isinstance(inputs, keras.KerasTensor):
+            inputs = _checks.images_in_bounds(inputs, self.settings.bounds, "inputs")
         return self.model(inputs, training=training)
 
     def compute_output_shape(self, input_shape):

@@ -205,3 +205,19 @@ def test_fit_with_no_epochs_to_run_is_not_an_error():
     robust.fit(ds, epochs=1, verbose=0)
     history = robust.fit(ds, epochs=1, initial_epoch=1, verbose=0)  # resumed after its last epoch: nothing to run
     assert history.history == {}
+
+
+def test_predict_and_call_check_the_bounds_as_fit_does():
+    robust = _compiled()
+    x = _images()
+    expected = robust.model(x, training=False).numpy()
+    np.testing.assert_allclose(robust.predict(x, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(robust(x).numpy(), expected, atol=1e-6)
+    for images in ((x * 255).astype("uint8"), x * 255.0):
+        with pytest.raises(ValueError, match=r"`inputs`.*max=2"):
+            robust(images)
+        with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match=r"`inputs`"):
+            robust.predict(images, verbose=0)
+    pixels = art.RobustModel(models.tiny_cnn(SHAPE, K), "natural", bounds=(0, 255))
+    raw = (x * 255).astype("uint8")
+    np.testing.assert_array_equal(pixels(raw).numpy(), pixels.model(raw.astype("float32"), training=False).numpy())

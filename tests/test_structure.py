@@ -184,6 +184,78 @@ class FirstPoolTest(tf.test.TestCase):
                                                         np.zeros((1, 4)), np.zeros((1, 4))))
 
 
+class BackgroundTest(tf.test.TestCase):
+    def _conv(self, kernel, bias):
+        return _pool_model(kernel, bias).layers[1].layers[1]
+
+    def test_levels_closed_form(self):
+        kernel = np.zeros((3, 3, 1, 5), np.float32)
+        kernel[1, 1, 0, 0], kernel[0, 0, 0, 0] = 0.5, -0.25  # Σ max(w, 0) = 0.5: level 0.3
+        kernel[:, :, 0, 1] = 0.1  # flat, Σ = 0.9: level 0.2 / 0.9
+        kernel[1, 1, 0, 2] = 1.0  # b ≥ 0: fires on black, level 0
+        kernel[1, 1, 0, 3] = -1.0  # no positive tap: never fires
+        kernel[1, 1, 0, 4] = 2.0  # level 0.05
+        bias = np.array([-0.15, -0.2, 0.1, -0.1, -0.1], np.float32)
+        levels = structure.background_levels(self._conv(kernel, bias))
+        self.assertAllClose(levels, [0.3, 0.2 / 0.9, 0.0, np.inf, 0.05], rtol=1e-6)
+        with self.assertRaisesRegex(ValueError, "`conv` must have a bias"):
+            structure.background_levels(_no_bias_conv())
+
+    def test_raised_filters_cannot_fire_on_a_black_patch(self):
+        rng = np.random.default_rng(9)
+        kernel = rng.normal(0, 0.5, (3, 3, 1, 6)).astype(np.float32)
+        positive = np.clip(kernel.astype(np.float64), 0, None).reshape(9, 6).sum(0)
+        levels = np.array([0.29, 0.31, 0.1, 0.299, 0.5, 0.3001])
+        bias = (-levels * positive).astype(np.float32)
+        model = _pool_model(kernel, bias)
+        conv = model.layers[1].layers[1]
+
+        def worst_patch_preactivation():
+            """Per filter, the pre-activation at the centre of a black 8×8 image whose 3×3 centre patch is ε where
+            the filter's weight is positive (the attack's best black patch), through the layer itself."""
+            out = []
+            for f in range(6):
+                image = np.zeros((1, 8, 8, 1), np.float32)
+                image[0, 3:6, 3:6, 0] = np.where(kernel[:, :, 0, f] > 0, 0.3, 0.0)
+                z = tf.nn.conv2d(image, conv.kernel, 1, "SAME") + conv.bias
+                out.append(float(z[0, 4, 4, f]))
+            return np.array(out)
+
+        before = worst_patch_preactivation()
+        self.assertAllEqual(before > 0, levels < 0.3)
+        moved = structure.raise_background_levels(model, 0.3, margin=1e-3)
+        self.assertAllEqual(moved, [0, 2, 3])
+        after = structure.background_levels(conv)
+        self.assertAllClose(after[moved], [0.301] * 3, rtol=1e-5)
+        self.assertAllClose(np.asarray(conv.bias)[[1, 4, 5]], bias[[1, 4, 5]])  # the others untouched
+        self.assertTrue(np.all(worst_patch_preactivation() < 0))
+        self.assertAllEqual(structure.raise_background_levels(model, 0.3), [])
+        with self.assertRaisesRegex(ValueError, "`epsilon` must be a finite number > 0"):
+            structure.raise_background_levels(model, 0.0)
+
+    def test_black_mass_against_loops(self):
+        rng = np.random.default_rng(10)
+        images = rng.random((4, 5, 5, 2))
+        images[images < 0.4] = 0.0
+        maps = rng.random((4, 5, 5))
+        maps[3] = 0.0
+        expected = []
+        for image, m in zip(images, maps):
+            black = total = 0.0
+            for r in range(5):
+                for c in range(5):
+                    total += abs(m[r, c])
+                    black += abs(m[r, c]) if image[r, c, 0] == 0 and image[r, c, 1] == 0 else 0.0
+            expected.append(black / total if total else np.nan)
+        self.assertAllClose(structure.black_mass(images, maps), expected)
+
+
+def _no_bias_conv():
+    layer = keras.layers.Conv2D(2, 3, use_bias=False)
+    layer.build((None, 4, 4, 1))
+    return layer
+
+
 class MapStructureTest(tf.test.TestCase):
     def _folder(self, clean, adv, kernel=None):
         folder = os.path.join(self.get_temp_dir(), f"cell{np.random.default_rng().integers(1 << 30)}")
@@ -216,6 +288,7 @@ class MapStructureTest(tf.test.TestCase):
         rng = np.random.default_rng(6)
         clean, adv = rng.random((5, 8, 8)).astype(np.float32), rng.random((5, 8, 8)).astype(np.float32)
         x = rng.random((5, 8, 8, 1)).astype(np.float32)
+        x[x < 0.3] = 0.0  # black pixels
         xa = np.clip(x + rng.uniform(-0.3, 0.3, x.shape), 0, 1).astype(np.float32)
         kernel = np.zeros((3, 3, 1, 3), np.float32)
         kernel[1, 1, 0, :] = [1.0, 2.0, 0.5]
@@ -227,7 +300,7 @@ class MapStructureTest(tf.test.TestCase):
         os.makedirs(os.path.join(folder, "train"))
         model = _pool_model(kernel, bias)
         model.save(os.path.join(folder, "train", "model.keras"))
-        record = structure.map_structure(folder, k=12)
+        record = structure.map_structure(folder, k=12, epsilon=0.15)
         features = keras.Model(model.layers[1].inputs[0], model.layers[1].layers[1].output)
         fx, fa = np.asarray(features(x)), np.asarray(features(xa))
         self.assertAllClose((record["switched"], record["active"]), numpy_switches(fx, fa))
@@ -237,6 +310,10 @@ class MapStructureTest(tf.test.TestCase):
         self.assertAllClose(record["switch_rho"], scipy.stats.spearmanr(per_image, pixel)[0])
         self.assertAllClose(record["threshold"], 0.2)
         self.assertEqual(record["peaked"], 3)
+        self.assertEqual(record["lit"], 1)  # black-patch levels 0.2, 0.1, 0.2 against ε = 0.15
+        black = [np.abs(a)[c[..., 0] == 0].sum() / np.abs(a).sum() for c, a in zip(x, adv.astype(np.float64))]
+        self.assertAllClose(record["black_mass"], np.mean(black))
+        self.assertIsNone(structure.map_structure(folder, k=12)["lit"])  # no ε: not counted (and not the cache)
 
     def test_no_maps_no_record_and_no_model_no_share(self):
         empty = os.path.join(self.get_temp_dir(), "empty")
@@ -258,15 +335,17 @@ class StructureTableTest(tf.test.TestCase):
     def _record(self, topk, block_topk, peaked):
         return {"images": 10, "k": 100, "block": 2, "topk": topk, "block_topk": block_topk, "support": 90.4,
                 "peak_share": 0.7, "peaked": peaked, "filters": 16, "threshold": 0.11 if peaked else None,
-                "switched": 0.45 if peaked else 0.44, "active": 0.42, "switch_rho": -0.4 if peaked else None}
+                "switched": 0.45 if peaked else 0.44, "active": 0.42, "switch_rho": -0.4 if peaked else None,
+                "lit": 3 if peaked else None, "black_mass": 0.125}
 
     def test_rows_and_generated_sentence(self):
         cells = [self._cell("natural", 0.9), self._cell("madry", 0.96), self._cell("trades")]
         lines = tables.structure_table(cells, [self._record(0.48, 0.61, 0), self._record(0.35, 0.68, 11), None])
         self.assertEqual(len([line for line in lines if line.startswith("| ")]), 3)  # header + 2 rows
-        self.assertIn("| Madry et al. (PGD-AT) | 11 of 16 | 0.70 | 0.11 | 45.0% (42.0%) | -0.40 | 90 | 35.0% | 68.0% "
-                      "| 96.0% |", lines)
-        self.assertIn("| Natural | 0 of 16 | 0.70 | — | 44.0% (42.0%) | — | 90 | 48.0% | 61.0% | 90.0% |", lines)
+        self.assertIn("| Madry et al. (PGD-AT) | 11 of 16 | 0.70 | 0.11 | 45.0% (42.0%) | -0.40 | 3 of 16 | 12.5% | 90 "
+                      "| 35.0% | 68.0% | 96.0% |", lines)
+        self.assertIn("| Natural | 0 of 16 | 0.70 | — | 44.0% (42.0%) | — | — | 12.5% | 90 | 48.0% | 61.0% | 90.0% |",
+                      lines)
         self.assertIn("(ε = 0.1)", lines[0])
         self.assertIn("below Natural in pixels but not in blocks", lines[-1])
         self.assertIn("11 of its 16 first-layer filters", lines[-1])
@@ -292,6 +371,7 @@ class CacheTest(tf.test.TestCase):
             os.remove(p)
         self.assertEqual(structure.map_structure(folder, k=4), first)
         self.assertIsNone(structure.map_structure(folder, k=5))  # another k: not the cached one, and no maps
+        self.assertIsNone(structure.map_structure(folder, k=4, epsilon=0.3))  # another ε: likewise
         for p, content in saved.items():
             with open(p, "wb") as f:
                 f.write(content)

@@ -253,7 +253,8 @@ def write_results(cells, path, *, scale, command=None, wall_seconds=None, extra_
     structures = {}
     for c in list(cells) + [c for group in (extra_scales or {}).values() for c in group]:
         if c.get("folder"):
-            structures[_key(c)] = structure.map_structure(c["folder"], c["protocol"]["k_eval"])
+            structures[_key(c)] = structure.map_structure(c["folder"], c["protocol"]["k_eval"],
+                                                          epsilon=c["protocol"].get("epsilon"))
     name = os.path.basename
     text = format_results(cells, scale=scale, command=command, chart=name(chart), wall_seconds=wall_seconds,
                           extra_scales=extra_scales, paired_chart=paired_chart and name(paired_chart),

@@ -15,6 +15,10 @@ Per finished cell, from the saved evaluation chunks (clean and attacked maps) an
                  only that position, so a switched winner moves the map's mass inside the window
     active       share of the first max-pool's windows (per channel) that are active on the clean image
     switch_rho   Spearman's ρ over the images between their `switched` share and their pixel top-k (SciPy)
+    lit          first-conv filters whose black-patch firing level  −b / Σ max(w, 0)  lies below ε: the attack,
+                 raising black pixels by at most ε, can make them fire (`background_levels`)
+    black_mass   mean over the images of the attacked map's share of |mass| on the clean image's black pixels
+                 (value 0): attribution the attack creates where the clean map is zero
 
 A map whose mass moves by one pixel inside a pooling cell keeps its block top-k and its LENS recall while its
 pixel top-k falls; a map whose mass moves across the image loses all three.
@@ -32,7 +36,7 @@ from attr_robust_tf.reproduction.records import _read_json, _write_json, chunk_f
 BLOCK = 2  # the pooling cell of the models the study trains (cpu_cnn: MaxPooling2D(2) after the first conv)
 MASS_SHARE = 0.8
 FILE = "structure.json"  # the cached record in the cell folder, reused while the model and the chunks are the same
-VERSION = 3  # of the record's fields; a cache of another version is recomputed when the chunks are there
+VERSION = 4  # of the record's fields; a cache of another version is recomputed when the chunks are there
 
 
 def block_sums(maps, block):
@@ -110,6 +114,56 @@ def first_conv_threshold(model):
         return None
     bias = np.asarray(conv.bias.numpy(), np.float64)
     return float(np.median(-bias[peaked] / w_peak[peaked]))
+
+
+def _positive_sums(conv):
+    """Σ_{t,c} max(w[t, c], 0) per filter of a Conv2D, float64 (c_out,)."""
+    positive = np.clip(np.asarray(conv.kernel.numpy(), np.float64), 0, None)
+    return positive.reshape(-1, positive.shape[-1]).sum(axis=0)
+
+
+def background_levels(conv):
+    """Per filter of a Conv2D, the black-patch firing level  L = −b / Σ_{t,c} max(w[t, c], 0)  (float64, (c_out,)).
+
+    On a patch of black pixels (value 0) that an ℓ∞ attack may raise to at most ε, the largest pre-activation is
+    ε·Σ max(w, 0) + b, so the filter can fire exactly when L < ε. A filter with b ≥ 0 fires on black (L = 0);
+    one that no such patch can fire gets +inf.
+    """
+    if not conv.use_bias:
+        raise ValueError(f"`conv` must have a bias for a firing level. Received: {conv.name} with use_bias=False.")
+    positive = _positive_sums(conv)
+    bias = np.asarray(conv.bias.numpy(), np.float64)
+    level = np.divide(-bias, positive, out=np.full(bias.shape, np.inf), where=positive > 0)
+    return np.where(bias >= 0, 0.0, level)
+
+
+def raise_background_levels(model, epsilon, margin=5e-4):
+    """Moves every first-conv filter whose black-patch level lies below `epsilon` to `epsilon` + `margin` by its
+    bias alone (b = −(ε + margin)·Σ max(w, 0)), in place; returns the moved filters' indices.
+
+    A counterfactual for docs/method.md §15: the same weights, but no attack within ε can light up a black patch.
+    """
+    conv = next(_conv_layers(model), None)
+    if conv is None:
+        raise ValueError("`model` must contain a Conv2D. Received: a model without one.")
+    epsilon = _checks.check_nonnegative(epsilon, "epsilon", strict=True)
+    margin = _checks.check_nonnegative(margin, "margin")
+    positive = _positive_sums(conv)
+    moved = np.flatnonzero((background_levels(conv) < epsilon) & (positive > 0))
+    bias = np.asarray(conv.bias.numpy(), np.float64)
+    bias[moved] = -(epsilon + margin) * positive[moved]
+    conv.bias.assign(bias.astype(conv.bias.dtype))
+    return moved
+
+
+def black_mass(clean_images, adv_maps):
+    """Per image, the attacked map's share of |mass| on the pixels that are 0 in every channel of the clean image
+    (NaN for an all-zero map), float64 (N,)."""
+    black = np.all(np.asarray(clean_images) == 0, axis=-1)
+    mass = np.abs(np.asarray(adv_maps, np.float64)).reshape(len(black), -1)
+    total = mass.sum(axis=1)
+    on_black = (mass * black.reshape(len(black), -1)).sum(axis=1)
+    return np.divide(on_black, total, out=np.full(total.shape, np.nan), where=total > 0)
 
 
 def _first_conv_pool(layer):
@@ -193,15 +247,16 @@ def _chunk_arrays(paths, names):
     return {name: np.concatenate(v) if len(v) == len(parts[names[0]]) else None for name, v in parts.items()}
 
 
-def map_structure(folder, k, block=BLOCK):
+def map_structure(folder, k, block=BLOCK, epsilon=None):
     """The structure record of one cell folder (`cells.cell_dir`), or None when it has no saved maps.
 
     Returns {"images", "k", "block", "topk", "block_topk", "support", "peak_share", "peaked", "filters",
-    "threshold", "switched", "active", "switch_rho"} (module docstring; means over the attacked images; the
+    "threshold", "switched", "active", "switch_rho", "lit", "black_mass"} (module docstring; means over the
+    attacked images; `lit` needs the protocol's `epsilon`; the
     first-conv entries are None for a model without a Conv2D, the first-pool ones without a Conv2D → MaxPooling2D
     pair or saved images). Every attacked image of the saved chunks counts, those without a label-preserving iterate
     included (their maps are the last iterate's), so `topk` can differ slightly from the table's. The record is
-    cached in `FILE` next to the cell's result and reused while the model file, k, the block and the chunk files
+    cached in `FILE` next to the cell's result and reused while the model file, k, the block, ε and the chunk files
     (names and SHA-256) and `VERSION` are unchanged, or when the chunks are gone (a checkout that keeps only the
     durable files of a cell).
     """
@@ -213,7 +268,7 @@ def map_structure(folder, k, block=BLOCK):
     cached = _read_json(cache_path)
     if cached is not None:
         if (cached.get("model_sha256") == sha and cached["k"] == int(k) and cached["block"] == int(block)
-                and (not chunks or (cached.get("chunks") == chunks and cached.get("version") == VERSION))):
+                and cached.get("epsilon") == epsilon and (not chunks or (cached.get("chunks") == chunks and cached.get("version") == VERSION))):
             return cached["record"]
     arrays = _chunk_arrays(paths, ("clean_maps", "adversarial_maps", "clean_images", "adversarial_images"))
     if arrays is None:
@@ -227,18 +282,23 @@ def map_structure(folder, k, block=BLOCK):
                              if h % block == 0 and w % block == 0 else None),
               "support": float(np.mean(mass_support(clean))),
               "peak_share": None, "peaked": None, "filters": None, "threshold": None, "switched": None,
-              "active": None, "switch_rho": None}
+              "active": None, "switch_rho": None, "lit": None,
+              "black_mass": (float(np.nanmean(black_mass(arrays["clean_images"], adv)))
+                             if arrays["clean_images"] is not None else None)}
     if sha is not None:
         model = keras.models.load_model(model_path, compile=False)
         peak = first_conv_peak_share(model)
         if peak is not None:
             record["peak_share"], record["peaked"], record["filters"] = peak
             record["threshold"] = first_conv_threshold(model)
+            conv = next(_conv_layers(model))
+            if epsilon is not None and conv.use_bias:
+                record["lit"] = int(np.sum(background_levels(conv) < epsilon))
         images = arrays["clean_images"], arrays["adversarial_images"]
         pool = (first_pool_switches(model, *images, per_image=True)
                  if images[0] is not None and images[1] is not None else None)
         if pool is not None:
             record.update(_switch_entries(*pool, topk))
     _write_json(cache_path, {"version": VERSION, "model_sha256": sha, "k": int(k), "block": int(block),
-                             "chunks": chunks, "record": record})
+                             "epsilon": epsilon, "chunks": chunks, "record": record})
     return record

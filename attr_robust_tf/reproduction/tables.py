@@ -201,6 +201,7 @@ def structure_table(cells, records):
     head = ["objective", "first-conv filters with one tap > ½ of \\|w\\|", "mean peak-tap share",
             "their firing level −b/w" + (f" (ε = {eps:g})" if eps is not None else ""),
             "first-pool winners switched (active windows)", "ρ(switched, top-k) over images",
+            "filters a black patch raised by ε fires", "attacked-map mass on black pixels",
             "pixels holding 80 % of the map",
             f"IN (top-{k} pixels)", f"IN (top-{kb} of {b}×{b} blocks)",
             f"{rows[0][0]['protocol'].get('lens_window', 3)}-LENS-recall@{k}"]
@@ -213,6 +214,8 @@ def structure_table(cells, records):
                      + ("—" if r.get("threshold") is None else f"{r['threshold']:.2f}") + " | "
                      + ("—" if r.get("switched") is None else f"{_share(r['switched'])} ({_share(r['active'])})")
                      + " | " + ("—" if r.get("switch_rho") is None else f"{r['switch_rho']:+.2f}")
+                     + " | " + ("—" if r.get("lit") is None else f"{r['lit']} of {r['filters']}")
+                     + " | " + ("—" if r.get("black_mass") is None else _share(r["black_mass"]))
                      + f" | {r['support']:.0f} | {_share(r['topk'])} | {_share(r['block_topk'])} | "
                      f"{_fmt(lens, True, False) if lens else '—'} |")
     low_cell, low = min(rows, key=lambda cr: cr[1]["topk"])
