@@ -187,6 +187,6 @@ class SeedReplicateTest(testing.TestCase):
         self.assertIn("- Two training seeds of IG-SUM-NORM (RAR) (IG-SUM-NORM (RAR) [seed=1] − IG-SUM-NORM (RAR)): "
                       "top-k " + pages._points(paired["ig_sum_norm@seed=1"]["topk"]), "\n".join(lines))
         self.assertIn(f"{pages._points(paired['sarkar2021']['topk'])} (the configured seed, yes); "
-                      f"{pages._points(paired['sarkar2021@seed=1']['topk'])} (seed=1, no). Better by ≥ 3 top-k points "
-                      "at NA within 2 points in 1 of 2 seeds.", lines[-1])
+                      f"{pages._points(paired['sarkar2021@seed=1']['topk'])} (seed=1, no). Better by ≥ 3 top-k "
+                      "points at NA within 2 points in 1 of 2 seeds.", lines[-1])
         self.assertEqual(pages.seed_lines({"sarkar2021": paired["sarkar2021"]}), [])

@@ -268,7 +268,8 @@ def map_structure(folder, k, block=BLOCK, epsilon=None):
     cached = _read_json(cache_path)
     if cached is not None:
         if (cached.get("model_sha256") == sha and cached["k"] == int(k) and cached["block"] == int(block)
-                and cached.get("epsilon") == epsilon and (not chunks or (cached.get("chunks") == chunks and cached.get("version") == VERSION))):
+                and cached.get("epsilon") == epsilon
+                and (not chunks or (cached.get("chunks") == chunks and cached.get("version") == VERSION))):
             return cached["record"]
     arrays = _chunk_arrays(paths, ("clean_maps", "adversarial_maps", "clean_images", "adversarial_images"))
     if arrays is None:
