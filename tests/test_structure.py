@@ -205,7 +205,7 @@ class BackgroundTest(tf.test.TestCase):
         rng = np.random.default_rng(9)
         kernel = rng.normal(0, 0.5, (3, 3, 1, 6)).astype(np.float32)
         positive = np.clip(kernel.astype(np.float64), 0, None).reshape(9, 6).sum(0)
-        levels = np.array([0.29, 0.31, 0.1, 0.299, 0.5, 0.3001])
+        levels = np.array([0.29, 0.31, 0.28, 0.299, 0.5, 0.3001])
         bias = (-levels * positive).astype(np.float32)
         model = _pool_model(kernel, bias)
         conv = model.layers[1].layers[1]
@@ -230,6 +230,7 @@ class BackgroundTest(tf.test.TestCase):
         self.assertAllClose(np.asarray(conv.bias)[[1, 4, 5]], bias[[1, 4, 5]])  # the others untouched
         self.assertTrue(np.all(worst_patch_preactivation() < 0))
         self.assertAllEqual(structure.raise_background_levels(model, 0.3), [])
+        self.assertAllEqual(structure.raise_background_levels(model, 0.32, band=0.05), [1])  # 0.3005, 0.3001: below the band
         with self.assertRaisesRegex(ValueError, "`epsilon` must be a finite number > 0"):
             structure.raise_background_levels(model, 0.0)
 

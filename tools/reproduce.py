@@ -45,6 +45,9 @@ def define_flags():
                       "of the page.")
     flags.DEFINE_bool("render_only", False, "Write the page from the cells already finished under --workdir, "
                       "without training or evaluating anything; the unfinished ones are named as pending.")
+    flags.DEFINE_integer("counterfactual_images", 0, "Also attack, per finished cell, the model with its first-layer "
+                         "filters that fire on an ε-raised black patch moved above ε (docs/method.md §15) on this "
+                         "many test images (0: off; resumable).")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
@@ -59,10 +62,10 @@ def main(argv):
         config = reproduction.load_config(datasets[0], objectives[0], FLAGS.scale)
     except (ValueError, FileNotFoundError) as error:  # user mistakes: usage message, exit 1
         raise app.UsageError(str(error)) from None
-    for name in ("limit", "study_images"):
+    for name in ("limit", "study_images", "counterfactual_images"):
         value = getattr(FLAGS, name)
-        if value is not None and value < (0 if name == "study_images" else 1):
-            raise app.UsageError(f"`--{name}` must be >= {0 if name == 'study_images' else 1}. "
+        if value is not None and value < (1 if name == "limit" else 0):
+            raise app.UsageError(f"`--{name}` must be >= {1 if name == 'limit' else 0}. "
                                  f"Received: --{name}={value}.")
     include = FLAGS.include_scales
     if include is None:
@@ -89,7 +92,7 @@ def main(argv):
                                limit=FLAGS.limit, study_images=FLAGS.study_images, command=command,
                                strategy=strategy, verbose=1 if FLAGS.progress else 2, progress=FLAGS.progress,
                                log=logging.info, include_scales=include, pareto_dirs=FLAGS.pareto_dirs,
-                               render_only=FLAGS.render_only)
+                               render_only=FLAGS.render_only, counterfactual_images=FLAGS.counterfactual_images)
     except ValueError as error:
         if FLAGS.render_only:  # nothing finished to render: a usage mistake
             raise app.UsageError(str(error)) from None

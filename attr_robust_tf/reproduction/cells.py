@@ -8,6 +8,7 @@ Layout of a cell, `<workdir>/<scale>/<dataset>/<objective>/`:
     result.json   the cell's numbers: NA/AA with bootstrap intervals, both attack summaries, settings, and the
                   per-image values (image index, correct, found, top-k, Kendall) that paired comparisons need
     timing.json   seconds spent training and evaluating, added up when the work actually runs
+    counterfactual.json, counterfactual/   the black-patch counterfactual, when asked for (`counterfactual`)
 
 A second run reuses every finished piece: training is skipped when `train/model.keras` exists for the same
 config, evaluation when `result.json` names the same model file (sha256) and protocol. Training itself resumes
@@ -22,6 +23,7 @@ import keras
 import numpy as np
 
 from attr_robust_tf import config_utils, data, evaluation, evaluation_report, experiment
+from attr_robust_tf.reproduction import counterfactual
 from attr_robust_tf.reproduction.names import (STUDY_IMAGES, STUDY_OBJECTIVES, _check_scale, cell_dir, load_config,
                                                parse_datasets, parse_objectives, split_entry)
 from attr_robust_tf.reproduction.records import (_fresh, _json_safe, _read_json, _same_config, _with_records,
@@ -164,7 +166,7 @@ def run_cell(dataset, entry, scale, workdir, *, limit=None, study_images=None, s
 
 def reproduce(datasets, objectives, scale, workdir, *, results=None, limit=None, study_objectives=STUDY_OBJECTIVES,
               study_images=None, command=None, strategy=None, verbose=1, progress=True, config_dir=None, log=None,
-              include_scales=None, pareto_dirs=None, render_only=False):
+              include_scales=None, pareto_dirs=None, render_only=False, counterfactual_images=0):
     """Runs every dataset × objective cell (resuming) and, if `results` is a path, writes RESULTS.md there.
 
     With `render_only`, nothing is trained or evaluated: the page holds the cells that are finished
@@ -173,7 +175,9 @@ def reproduce(datasets, objectives, scale, workdir, *, results=None, limit=None,
     `study_images` defaults to `STUDY_IMAGES[scale]` (0 turns the restart study off); the study runs for the
     objectives in both `objectives` and `study_objectives`. `include_scales` adds the finished cells of other
     scales found under `workdir` to the page (e.g. the quick `cpu` tables beside `medium`), `pareto_dirs` the
-    fronts of `tools/tune.py --pareto` runs (their pareto.json). Returns the list of cell results.
+    fronts of `tools/tune.py --pareto` runs (their pareto.json). With `counterfactual_images` > 0 every cell
+    also gets its black-patch counterfactual on that many test images (`counterfactual.black_patch`; the page
+    shows the records found, also under `render_only`). Returns the list of cell results.
     """
     from attr_robust_tf.reproduction.pages import write_results
 
@@ -198,6 +202,10 @@ def reproduce(datasets, objectives, scale, workdir, *, results=None, limit=None,
             cells.append(run_cell(dataset, entry, scale, workdir, limit=limit, strategy=strategy,
                                   study_images=study, verbose=verbose, progress=progress, config_dir=config_dir,
                                   log=log))
+            if counterfactual_images:
+                config = load_config(dataset, entry, scale, config_dir=config_dir)
+                counterfactual.black_patch(cells[-1], config, counterfactual_images, progress=progress, log=log,
+                                           test_set=_test_set(config, cell_protocol(config, counterfactual_images)))
     if render_only and not cells:
         raise ValueError(f"`render_only` needs at least one finished {scale} cell of the requested datasets and "
                          f"objectives under `workdir`. Received: workdir={workdir!r} with none finished.")

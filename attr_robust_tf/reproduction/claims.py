@@ -3,7 +3,7 @@ generated from the numbers: paired differences with IG-SUM-NORM (`comparisons.pa
 hold per-image values, else the per-model comparison with each model's own interval."""
 from attr_robust_tf.reproduction.names import (BASELINE, EARLIER, is_sarkar, paired_baseline, seed_override,
                                                split_entry, title)
-from attr_robust_tf.reproduction.tables import _fmt, _headline
+from attr_robust_tf.reproduction.tables import _fmt, _headline, _points
 
 CLAIM_GAIN, CLAIM_NA = 0.03, 0.02  # the question: ≥ 3 top-k points better at NA within 2 points
 
@@ -42,19 +42,6 @@ def unpaired_claim(cells):
                              f"the 95 % intervals {'overlap' if overlap else 'do not overlap'}")
             lines.append(f"- {name}: {title(cell['entry'])} {_fmt(mine, percent)}; " + "; ".join(parts) + ".")
     return lines
-
-
-def _points(stat, percent=True, signed=True):
-    """A paired difference as "+1.2 points [0.3, 2.1]" (or "+0.012 [0.003, 0.021]")."""
-    if stat is None or stat.get("mean") is None:
-        return "n/a"
-    scale, unit = (100, " points") if percent else (1, "")
-    fmt = "{:+.1f}" if percent else "{:+.3f}"
-    text = fmt.format(scale * stat["mean"]) + unit
-    if stat.get("ci_low") is not None and stat.get("ci_high") is not None:
-        inner = "{:.1f}" if percent else "{:.3f}"
-        text += f" [{inner.format(scale * stat['ci_low'])}, {inner.format(scale * stat['ci_high'])}]"
-    return text
 
 
 def _side(stat, threshold=0.0):
@@ -163,4 +150,28 @@ def seed_lines(paired):
         lines.append(f"- {title(objective)} − {title(BASELINE)} per training seed, top-k: " + "; ".join(parts)
                      + f". Better by ≥ 3 top-k points at NA within 2 points in {answers.count('yes')} of "
                      f"{len(rows)} seeds.")
+    return lines
+
+
+def counterfactual_lines(cells, records):
+    """Sentences on each Sarkar row against its IG-SUM-NORM once neither model's black patches can fire
+    (`counterfactual.between`); `records` are the cells' counterfactual records (None where missing)."""
+    from attr_robust_tf.reproduction import counterfactual
+
+    by_entry = {c["entry"]: (c, r) for c, r in zip(cells, records)}
+    lines = []
+    for cell, record in zip(cells, records):
+        base = by_entry.get(paired_baseline(cell["entry"]))
+        if not is_sarkar(cell["objective"]) or record is None or base is None or base[1] is None:
+            continue
+        pair = counterfactual.between((cell, record), base)
+        if pair is None:
+            continue
+        trained, edited = pair
+        lines.append(f"- {title(cell['entry'])} − {title(base[0]['entry'])} on the first {record['num_images']} "
+                     f"test images, top-k: {_points(trained)} as trained ({trained['n']} images attacked in both), "
+                     f"{_points(edited)} with the black patches of both closed ({edited['n']} images). Better by "
+                     f"≥ 3 top-k points with them closed: "
+                     f"**{ {'above': 'yes', 'below': 'no'}.get(_side(edited, CLAIM_GAIN), 'unresolved') }** (the "
+                     f"top-k interval {_where(edited, CLAIM_GAIN)} +3 points; Δ NA of each edit in the table).")
     return lines

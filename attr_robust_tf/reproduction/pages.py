@@ -10,12 +10,13 @@ import keras
 import tensorflow as tf
 
 from attr_robust_tf import evaluation_report, pareto
-from attr_robust_tf.reproduction import comparisons, figures, structure
-from attr_robust_tf.reproduction.claims import (_points, paired_claim, paired_table, seed_lines,  # noqa: F401
-                                                unpaired_claim, verdict)
+from attr_robust_tf.reproduction import comparisons, counterfactual, figures, structure
+from attr_robust_tf.reproduction.claims import (_points, counterfactual_lines, paired_claim,  # noqa: F401
+                                                paired_table, seed_lines, unpaired_claim, verdict)
 from attr_robust_tf.reproduction.names import BASELINE, TITLES, is_sarkar, split_entry, title
-from attr_robust_tf.reproduction.tables import (_seconds, convergence_table, differences_table,  # noqa: F401
-                                                lens_table, results_table, settings_table, structure_table)
+from attr_robust_tf.reproduction.tables import (_seconds, convergence_table,  # noqa: F401
+                                                counterfactual_table, differences_table, lens_table, results_table,
+                                                settings_table, structure_table)
 from attr_robust_tf.version import __version__
 
 EXPECTED_RUNTIME = {
@@ -61,7 +62,22 @@ def _structure_lines(group, structures):
             "only). Means over every attacked image with saved maps.", ""] + lines + [""]
 
 
-def _dataset_section(group, paired, level="##", suffix="", structures=None):
+def _counterfactual_lines(group, counterfactuals):
+    """The black-patch counterfactual of one dataset (docs/method.md §15); [] without records."""
+    records = [(counterfactuals or {}).get(_key(c)) for c in group]
+    table = counterfactual_table(group, records)
+    if not table:
+        return []
+    first = next(r for r in records if r is not None)
+    claims = counterfactual_lines(group, records)
+    return ([f"Black-patch counterfactual (docs/method.md §15): the same trained weights with every first-layer "
+             f"filter that an attack within ε = {first['epsilon']:g} can make fire on a black patch moved to level "
+             f"ε + {first['margin']:g} by its bias alone, attacked again with the same protocol on the first "
+             f"{first['num_images']} test images; differences edited − as trained, paired over the same images, "
+             "with 95 % paired bootstrap intervals.", ""] + table + [""] + (claims + [""] if claims else []))
+
+
+def _dataset_section(group, paired, level="##", suffix="", structures=None, counterfactuals=None):
     """Table, protocol, map structure, paired differences and claim lines of one dataset."""
     synthetic = group[0].get("synthetic")
     lines = ["", f"{level} {TITLES[group[0]['dataset']]}{' (synthetic stand-in)' if synthetic else ''}{suffix}", "",
@@ -73,7 +89,7 @@ def _dataset_section(group, paired, level="##", suffix="", structures=None):
                   f"kept when an attacked top-k pixel lies in its {w}×{w} neighbourhood; -div counts diverse top-k "
                   f"pixels only; LENS-Kendall/Spearman compare the maps after a {w}×{w} maximum filter "
                   "(docs/evaluation.md).", "", lens, ""]
-    lines += _structure_lines(group, structures)
+    lines += _structure_lines(group, structures) + _counterfactual_lines(group, counterfactuals)
     lines += [
              "**The claim** (Sarkar et al. 2021: +3 to +9 % in attribution robustness "
              "over the best earlier method):", ""]
@@ -125,11 +141,13 @@ def _pareto_section(records, figure):
 
 
 def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None, generated=None, extra_scales=None,
-                   paired_chart=None, pareto_records=None, pareto_chart=None, structures=None, pending=None):
+                   paired_chart=None, pareto_records=None, pareto_chart=None, structures=None, pending=None,
+                   counterfactuals=None):
     """RESULTS.md: one table per dataset, the claim (paired with IG-SUM-NORM when the cells have per-image
     values), the evaluation differences, convergence, settings and wall times; then the tables of
     `extra_scales` ({scale: cells}), the Pareto fronts (`pareto_records`: {label: pareto.json record}) and the
-    map-structure tables (`structures`: {(scale, dataset, entry): `structure.map_structure` record}). `pending`
+    map-structure tables (`structures`: {(scale, dataset, entry): `structure.map_structure` record}, and
+    `counterfactuals` alike: `counterfactual.black_patch` records). `pending`
     lists the (dataset, entry) cells of the run that are not finished yet (`reproduce(render_only=True)`)."""
     generated = generated or datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     datasets = list(dict.fromkeys(c["dataset"] for c in cells))
@@ -163,7 +181,7 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
         lines += ["", f"![NA, AA, top-k intersection and Kendall's τ per objective]({chart})"]
     for dataset in datasets:
         lines += _dataset_section([c for c in cells if c["dataset"] == dataset], paired.get(dataset),
-                                  structures=structures)
+                                  structures=structures, counterfactuals=counterfactuals)
     if paired_chart:
         lines += ["", f"![Paired differences to {title(BASELINE)} with 95 % intervals]({paired_chart})"]
     verdicts = [(d, e, verdict(s)) for d in paired for e, s in paired[d].items() if is_sarkar(split_entry(e)[0])]
@@ -204,7 +222,8 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
                   f"(expected runtime: {EXPECTED_RUNTIME[other]})."]
         for dataset in dict.fromkeys(c["dataset"] for c in group_cells):
             lines += _dataset_section([c for c in group_cells if c["dataset"] == dataset], other_paired.get(dataset),
-                                      level="###", suffix=f", `{other}`", structures=structures)
+                                      level="###", suffix=f", `{other}`", structures=structures,
+                                      counterfactuals=counterfactuals)
     if pareto_records:
         lines += _pareto_section(pareto_records, pareto_chart)
     every = list(cells) + [c for group in (extra_scales or {}).values() for c in group]
@@ -250,16 +269,17 @@ def write_results(cells, path, *, scale, command=None, wall_seconds=None, extra_
         records[record.get("label") or os.path.basename(os.path.normpath(folder))] = record
     if records:
         pareto_chart = figures.save_figure(figures.fronts_figure(records), stem + "-pareto.png")
-    structures = {}
+    structures, counterfactuals = {}, {}
     for c in list(cells) + [c for group in (extra_scales or {}).values() for c in group]:
         if c.get("folder"):
             structures[_key(c)] = structure.map_structure(c["folder"], c["protocol"]["k_eval"],
                                                           epsilon=c["protocol"].get("epsilon"))
+            counterfactuals[_key(c)] = counterfactual.read(c["folder"])
     name = os.path.basename
     text = format_results(cells, scale=scale, command=command, chart=name(chart), wall_seconds=wall_seconds,
                           extra_scales=extra_scales, paired_chart=paired_chart and name(paired_chart),
                           pareto_records=records, pareto_chart=pareto_chart and name(pareto_chart),
-                          structures=structures, pending=pending)
+                          structures=structures, pending=pending, counterfactuals=counterfactuals)
     evaluation_report.write_atomic(path, text)
     return path, chart
 

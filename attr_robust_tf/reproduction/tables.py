@@ -243,3 +243,38 @@ def structure_table(cells, records):
                              "lower top-k") + f" (Spearman's ρ = {low['switch_rho']:+.2f})"
     lines += ["", sentence + "."]
     return lines
+
+
+def counterfactual_table(cells, records):
+    """Markdown rows of the black-patch counterfactual (`counterfactual.black_patch` records, None where missing)."""
+    rows = [(c, r) for c, r in zip(cells, records) if r is not None]
+    if not rows:
+        return []
+    lines = ["| objective | filters moved above ε (of all) | top-k as trained → edited | Δ top-k | Δ Kendall τ | "
+             "Δ NA | images (NA / attacked in both) |", "|---|---|---|---|---|---|---|"]
+    for c, r in rows:
+        paired = r.get("paired")
+        if not paired:
+            lines.append(f"| {title(c['entry'])} | 0 of {r['filters']} | nothing to move: the model as trained | — "
+                         f"| — | — | {r['num_images']} |")
+            continue
+        topk = paired["topk"]
+        lines.append(f"| {title(c['entry'])} | {len(r['moved'])} of {r['filters']} (levels raised by ≤ "
+                     f"{r['shift']:.4f}) | "
+                     f"{_share(topk['second'])} → {_share(topk['first'])} | {_points(paired['topk'])} | "
+                     f"{_points(paired['kendall'], percent=False)} | {_points(paired['natural_accuracy'])} | "
+                     f"{paired['natural_accuracy']['n']} / {topk['n']} |")
+    return lines
+
+
+def _points(stat, percent=True, signed=True):
+    """A paired difference as "+1.2 points [0.3, 2.1]" (or "+0.012 [0.003, 0.021]")."""
+    if stat is None or stat.get("mean") is None:
+        return "n/a"
+    scale, unit = (100, " points") if percent else (1, "")
+    fmt = "{:+.1f}" if percent else "{:+.3f}"
+    text = fmt.format(scale * stat["mean"]) + unit
+    if stat.get("ci_low") is not None and stat.get("ci_high") is not None:
+        inner = "{:.1f}" if percent else "{:.3f}"
+        text += f" [{inner.format(scale * stat['ci_low'])}, {inner.format(scale * stat['ci_high'])}]"
+    return text
