@@ -193,6 +193,15 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
             stats = paired[dataset][entry]
             lines.append(f"- {TITLES[dataset]}, {title(entry)}: **{answer}**: Δ top-k {_points(stats['topk'])}, "
                          f"Δ NA {_points(stats['natural_accuracy'])} ({reason}).")
+        closed = []
+        for dataset in datasets:
+            group = [c for c in cells if c["dataset"] == dataset]
+            closed += [f"- {TITLES[dataset]}: " + line[2:] for line in counterfactual_lines(
+                group, [(counterfactuals or {}).get(_key(c)) for c in group])]
+        if closed:
+            lines += ["", "The same question once the first-layer filters that fire on an ε-raised black patch are "
+                      "moved above ε in both models (the black-patch counterfactual of each dataset section):", ""]
+            lines += closed
     lines += ["", "## Evaluation choices that differ from the reference code", "",
               "The reference evaluation (`ig_attack.py` of RAR and Sarkar et al.) scores an image whose attack "
               "finds no label-preserving iterate as (IN, τ, ρ) = (1, 1, 1), a perfect score; we leave such images "
