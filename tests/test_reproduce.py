@@ -192,8 +192,8 @@ class RenderingTest(testing.TestCase):
         self.assertIn("| +10.0 points [10.0, 10.0] | +0.100 [0.100, 0.100] | +0.0 points [0.0, 0.0] | 100 / 100 |",
                       text)
         closed = ("Sarkar et al. 2021 − IG-SUM-NORM (RAR) on the first 100 test images, top-k: +1.0 points "
-                  "[1.0, 1.0] as trained (100 images attacked in both), +0.5 points [0.5, 0.5] with the black patches of both "
-                  "closed (100 images). Better by ≥ 3 top-k points with them closed: **no**")
+                  "[1.0, 1.0] as trained (100 images attacked in both), +0.5 points [0.5, 0.5] with the black "
+                  "patches of both closed (100 images). Better by ≥ 3 top-k points with them closed: **no**")
         self.assertIn("- " + closed, text)  # in the MNIST section
         self.assertIn("- MNIST: " + closed, text.split("## Closing note")[1])
         cells[1]["convergence"].update(best_epoch=15, epochs_run=15, stopped_early=False)
