@@ -71,8 +71,9 @@ def _counterfactual_lines(group, counterfactuals):
     first = next(r for r in records if r is not None)
     claims = counterfactual_lines(group, records)
     return ([f"Black-patch counterfactual (docs/method.md §15): the same trained weights with every first-layer "
-             f"filter that an attack within ε = {first['epsilon']:g} can make fire on a black patch moved to level "
-             f"ε + {first['margin']:g} by its bias alone, attacked again with the same protocol on the first "
+             f"filter whose black-patch level −b / Σ max(w, 0) lies just below ε = {first['epsilon']:g} (in "
+             f"[{1 - first.get('band', 0.1):g} ε, ε): an attack within ε can make it fire on a black patch) moved to "
+             f"level ε + {first['margin']:g} by its bias alone, attacked again with the same protocol on the first "
              f"{first['num_images']} test images; differences edited − as trained, paired over the same images, "
              "with 95 % paired bootstrap intervals.", ""] + table + [""] + (claims + [""] if claims else []))
 
@@ -199,8 +200,9 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
             closed += [f"- {TITLES[dataset]}: " + line[2:] for line in counterfactual_lines(
                 group, [(counterfactuals or {}).get(_key(c)) for c in group])]
         if closed:
-            lines += ["", "The same question once the first-layer filters that fire on an ε-raised black patch are "
-                      "moved above ε in both models (the black-patch counterfactual of each dataset section):", ""]
+            lines += ["", "The same question once the first-layer filters just below ε, which fire on an ε-raised "
+                      "black patch, are moved above ε in both models (the black-patch counterfactual of each dataset "
+                      "section):", ""]
             lines += closed
     lines += ["", "## Evaluation choices that differ from the reference code", "",
               "The reference evaluation (`ig_attack.py` of RAR and Sarkar et al.) scores an image whose attack "
