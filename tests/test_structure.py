@@ -9,7 +9,7 @@ import scipy.stats
 import tensorflow as tf
 
 from attr_robust_tf import metrics
-from attr_robust_tf.reproduction import structure, tables
+from attr_robust_tf.reproduction import counterfactual, structure, tables
 
 
 def numpy_block_topk(clean, adv, k, b):
@@ -223,16 +223,17 @@ class BackgroundTest(tf.test.TestCase):
 
         before = worst_patch_preactivation()
         self.assertAllEqual(before > 0, levels < 0.3)
-        moved = structure.raise_background_levels(model, 0.3, margin=1e-3)
+        moved = counterfactual.raise_background_levels(model, 0.3, margin=1e-3)
         self.assertAllEqual(moved, [0, 2, 3])
         after = structure.background_levels(conv)
         self.assertAllClose(after[moved], [0.301] * 3, rtol=1e-5)
         self.assertAllClose(np.asarray(conv.bias)[[1, 4, 5]], bias[[1, 4, 5]])  # the others untouched
         self.assertTrue(np.all(worst_patch_preactivation() < 0))
-        self.assertAllEqual(structure.raise_background_levels(model, 0.3), [])
-        self.assertAllEqual(structure.raise_background_levels(model, 0.32, band=0.05), [1])  # 0.3005, 0.3001: below the band
+        self.assertAllEqual(counterfactual.raise_background_levels(model, 0.3), [])
+        # 0.3005 and 0.3001 lie below the band [0.304, 0.32)
+        self.assertAllEqual(counterfactual.raise_background_levels(model, 0.32, band=0.05), [1])
         with self.assertRaisesRegex(ValueError, "`epsilon` must be a finite number > 0"):
-            structure.raise_background_levels(model, 0.0)
+            counterfactual.raise_background_levels(model, 0.0)
 
     def test_black_mass_against_loops(self):
         rng = np.random.default_rng(10)

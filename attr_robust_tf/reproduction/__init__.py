@@ -14,6 +14,7 @@ Modules, by what they do:
     comparisons   statistics of comparisons: paired differences with a bootstrap interval over the same images
     structure     why a pixel top-k is what it is: map concentration, block top-k, one-pixel first-layer filters,
                   first max-pool winner switches
+    counterfactual the black-patch counterfactual: just-below-ε first-layer filters moved above ε, attacked again
     tables        Markdown tables: results, LENS, evaluation differences, settings, convergence, map structure
     claims        the sentences about the claim, generated from the paired (or per-model) numbers
     pages         assembling RESULTS.md and the demo report from the tables, claims and figures
@@ -35,9 +36,11 @@ from attr_robust_tf.reproduction.names import (ALIASES, BASE_OBJECTIVES, BASELIN
                                                split_entry, title)
 from attr_robust_tf.reproduction.claims import paired_claim, verdict  # noqa: F401
 from attr_robust_tf.reproduction.pages import EXPECTED_RUNTIME, format_results, write_demo_report, write_results  # noqa
-from attr_robust_tf.reproduction.structure import (block_topk_intersection, first_conv_peak_share,  # noqa: F401
+from attr_robust_tf.reproduction.structure import (background_levels, black_mass,  # noqa: F401
+                                                   block_topk_intersection, first_conv_peak_share,
                                                    first_conv_threshold, first_pool_switches, map_structure,
                                                    mass_support)
+from attr_robust_tf.reproduction.counterfactual import black_patch, raise_background_levels  # noqa: F401
 from attr_robust_tf.reproduction.tables import TARGETS, results_table  # noqa: F401
 
 __all__ = ["DATASETS", "OBJECTIVES", "SCALES", "RAR_TABLE1", "parse_datasets", "parse_objectives", "split_entry",
@@ -45,4 +48,4 @@ __all__ = ["DATASETS", "OBJECTIVES", "SCALES", "RAR_TABLE1", "parse_datasets", "
            "write_results", "write_demo_report", "finished_cells", "paired_difference", "paired_comparisons",
            "results_figure", "paired_figure", "pareto_figure", "fronts_figure", "map_structure",
            "block_topk_intersection", "mass_support", "first_conv_peak_share", "first_conv_threshold",
-           "first_pool_switches"]
+           "first_pool_switches", "background_levels", "black_mass", "black_patch", "raise_background_levels"]

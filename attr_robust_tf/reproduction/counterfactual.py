@@ -3,7 +3,7 @@
 A first-conv filter whose black-patch firing level  −b / Σ max(w, 0)  lies below ε fires on a black patch the
 attack raises by ε, and then passes gradient (and IG mass) to pixels whose clean attribution is zero
 (`structure.background_levels`). The counterfactual keeps every trained weight, moves only those filters' biases so
-that their level is ε + margin (`structure.raise_background_levels`), and attacks the edited model again with the
+that their level is ε + margin (`raise_background_levels`), and attacks the edited model again with the
 cell's own protocol on its first `num_images` test images. The paired differences against the cell's own
 per-image record (same images, same attack seeds) say how much of the row's top-k the black patches cost.
 
@@ -16,6 +16,7 @@ import os
 import time
 
 import keras
+import numpy as np
 
 from attr_robust_tf import _checks, evaluation
 from attr_robust_tf.reproduction import comparisons, structure
@@ -26,6 +27,29 @@ FILE = "counterfactual.json"
 MARGIN = 5e-4  # above ε: a level 0.3005 for ε = 0.3, well inside float32 resolution of the pixels
 BAND = 0.1  # only filters with a level in [(1 − BAND)·ε, ε) move: an edit of a hair's width, not a new model
 METRICS = ("natural_accuracy", "topk", "kendall")
+
+
+def raise_background_levels(model, epsilon, margin=MARGIN, band=BAND):
+    """Moves every first-conv filter whose black-patch level lies in [(1 − band)·ε, ε) to ε + `margin` by its bias
+    alone (b = −(ε + margin)·Σ max(w, 0)), in place; returns the moved filters' indices.
+
+    A counterfactual for docs/method.md §15: the same weights, but no attack within ε can light up a black patch
+    through a filter that sits just below ε. Filters firing far below ε (a natural model's) are not edits of a
+    hair's width and stay as they are.
+    """
+    conv = next(structure._conv_layers(model), None)
+    if conv is None:
+        raise ValueError("`model` must contain a Conv2D. Received: a model without one.")
+    epsilon = _checks.check_nonnegative(epsilon, "epsilon", strict=True)
+    margin = _checks.check_nonnegative(margin, "margin")
+    band = _checks.check_nonnegative(band, "band")
+    positive = structure._positive_sums(conv)
+    level = structure.background_levels(conv)
+    moved = np.flatnonzero((level < epsilon) & (level >= (1 - band) * epsilon) & (positive > 0))
+    bias = np.asarray(conv.bias.numpy(), np.float64)
+    bias[moved] = -(epsilon + margin) * positive[moved]
+    conv.bias.assign(bias.astype(conv.bias.dtype))
+    return moved
 
 
 def read(folder):
@@ -42,7 +66,7 @@ def black_patch(cell, config, num_images, *, margin=MARGIN, band=BAND, test_set=
       config: the cell's config (`names.load_config`): its protocol is built as the cell's was (`cell_protocol`).
       num_images: attack the first this many of the protocol's test images (≥ 1).
       margin, band: the filters with a level in [(1 − band)·ε, ε) move to ε + margin
-        (`structure.raise_background_levels`).
+        (`raise_background_levels`).
       test_set: the cell's test images (`cells._test_set`); default: the protocol's dataset.
       progress, log: as in `run_cell`.
 
@@ -73,7 +97,7 @@ def black_patch(cell, config, num_images, *, margin=MARGIN, band=BAND, test_set=
         log(f"  no black-patch counterfactual for {model_path}: its model has no biased Conv2D")
         return None
     levels = structure.background_levels(conv)
-    moved = structure.raise_background_levels(model, protocol.epsilon, margin, band)
+    moved = raise_background_levels(model, protocol.epsilon, margin, band)
     record = {"num_images": num_images, "margin": margin, "band": band, "epsilon": protocol.epsilon,
               "moved": moved.tolist(), "levels": levels.tolist(), "filters": int(levels.size),
               "shift": float(max(protocol.epsilon + margin - levels[moved])) if moved.size else 0.0,

@@ -72,8 +72,8 @@ def _counterfactual_lines(group, counterfactuals):
     claims = counterfactual_lines(group, records)
     return ([f"Black-patch counterfactual (docs/method.md §15): the same trained weights with every first-layer "
              f"filter whose black-patch level −b / Σ max(w, 0) lies just below ε = {first['epsilon']:g} (in "
-             f"[{1 - first.get('band', 0.1):g} ε, ε): an attack within ε can make it fire on a black patch) moved to "
-             f"level ε + {first['margin']:g} by its bias alone, attacked again with the same protocol on the first "
+             f"[{1 - first.get('band', 0.1):g} ε, ε): an attack within ε can make it fire on a black patch) moved "
+             f"to level ε + {first['margin']:g} by its bias alone, attacked again with the same protocol on the first "
              f"{first['num_images']} test images; differences edited − as trained, paired over the same images, "
              "with 95 % paired bootstrap intervals.", ""] + table + [""] + (claims + [""] if claims else []))
 

@@ -137,29 +137,6 @@ def background_levels(conv):
     return np.where(bias >= 0, 0.0, level)
 
 
-def raise_background_levels(model, epsilon, margin=5e-4, band=0.1):
-    """Moves every first-conv filter whose black-patch level lies in [(1 − band)·ε, ε) to ε + `margin` by its bias
-    alone (b = −(ε + margin)·Σ max(w, 0)), in place; returns the moved filters' indices.
-
-    A counterfactual for docs/method.md §15: the same weights, but no attack within ε can light up a black patch
-    through a filter that sits just below ε. Filters firing far below ε (a natural model's) are not edits of a
-    hair's width and stay as they are.
-    """
-    conv = next(_conv_layers(model), None)
-    if conv is None:
-        raise ValueError("`model` must contain a Conv2D. Received: a model without one.")
-    epsilon = _checks.check_nonnegative(epsilon, "epsilon", strict=True)
-    margin = _checks.check_nonnegative(margin, "margin")
-    band = _checks.check_nonnegative(band, "band")
-    positive = _positive_sums(conv)
-    level = background_levels(conv)
-    moved = np.flatnonzero((level < epsilon) & (level >= (1 - band) * epsilon) & (positive > 0))
-    bias = np.asarray(conv.bias.numpy(), np.float64)
-    bias[moved] = -(epsilon + margin) * positive[moved]
-    conv.bias.assign(bias.astype(conv.bias.dtype))
-    return moved
-
-
 def black_mass(clean_images, adv_maps):
     """Per image, the attacked map's share of |mass| on the pixels that are 0 in every channel of the clean image
     (NaN for an all-zero map), float64 (N,)."""
