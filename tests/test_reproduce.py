@@ -426,7 +426,8 @@ class ToolTest(testing.TestCase):
                 and b["found"][i] and a["topk"][i] is not None and b["topk"][i] is not None]
         with open(results) as f:
             text = f.read()
-        row = next(line for line in text.split("\n") if line.startswith("| Sarkar et al. 2021 | ") and "points" in line)
+        paired_part = text.split("Paired differences to", 1)[1]
+        row = next(line for line in paired_part.split("\n") if line.startswith("| Sarkar et al. 2021 | "))
         if both:
             diff = np.mean([a["topk"][i] - b["topk"][i] for i in both])
             self.assertIn(f" | {100 * diff:+.1f} points [", row)
@@ -456,9 +457,14 @@ class ToolTest(testing.TestCase):
         results = os.path.join(self.get_temp_dir(), "out", "RESULTS.md")
         flags = ["--datasets=fmnist", "--objectives=all", "--scale=tiny", f"--workdir={workdir}",
                  f"--results={results}", "--noprogress"]
-        first = run("reproduce.py", *flags)
+        first = run("reproduce.py", *flags, "--counterfactual_images=4")
         self.assertEqual(first.returncode, 0, first.stderr[-3000:])
         self._check_tiny_run(workdir, results, list(reproduction.OBJECTIVES))
+        for objective in reproduction.OBJECTIVES:  # the black-patch counterfactual of every cell, on the page
+            folder = reproduction.cell_dir(workdir, "tiny", "fashion_mnist", objective)
+            self.assertEqual(reproduction.counterfactual.read(folder)["num_images"], 4)
+        with open(results) as f:
+            self.assertIn("Black-patch counterfactual (docs/method.md §15)", f.read())
         self._check_medium_paths(workdir, results)
         with open(results) as f:
             text = f.read()
