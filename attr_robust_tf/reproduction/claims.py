@@ -1,6 +1,7 @@
 """The sentences about the claim (Sarkar et al. 2021: ≥ 3 top-k points over IG-SUM-NORM at NA within 2 points),
 generated from the numbers: paired differences with IG-SUM-NORM (`comparisons.paired_comparisons`) when the cells
 hold per-image values, else the per-model comparison with each model's own interval."""
+from attr_robust_tf.reproduction import counterfactual
 from attr_robust_tf.reproduction.names import (BASELINE, EARLIER, is_sarkar, paired_baseline, seed_override,
                                                split_entry, title)
 from attr_robust_tf.reproduction.tables import _fmt, _headline, _points
@@ -156,8 +157,6 @@ def seed_lines(paired):
 def counterfactual_lines(cells, records):
     """Sentences on each Sarkar row against its IG-SUM-NORM once neither model's black patches can fire
     (`counterfactual.between`); `records` are the cells' counterfactual records (None where missing)."""
-    from attr_robust_tf.reproduction import counterfactual
-
     by_entry = {c["entry"]: (c, r) for c, r in zip(cells, records)}
     lines = []
     for cell, record in zip(cells, records):
