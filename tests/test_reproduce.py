@@ -83,6 +83,25 @@ class NamesTest(testing.TestCase):
         with self.assertRaisesRegex(ValueError, "Did you mean 'ig_norm'"):
             reproduction.parse_objectives("ig_nrom")
 
+    def test_dataset_prefix_restricts_an_entry(self):
+        objectives = reproduction.parse_objectives("natural,fmnist:madry@seed=1,mnist:all,fashion_mnist:madry@seed=1")
+        self.assertEqual(objectives[:2], ("natural", "fashion_mnist:madry@seed=1"))
+        self.assertEqual(objectives[2:], tuple(f"mnist:{o}" for o in reproduction.OBJECTIVES))
+        self.assertEqual(reproduction.entry_dataset("fashion_mnist:madry@seed=1"), ("fashion_mnist", "madry@seed=1"))
+        self.assertEqual(reproduction.entry_dataset("sarkar2021@eval.protocol=mnist:medium"),
+                         (None, "sarkar2021@eval.protocol=mnist:medium"))
+        self.assertEqual(reproduction.entries_for(objectives, "fashion_mnist"), ("natural", "madry@seed=1"))
+        self.assertEqual(reproduction.entries_for(objectives, "mnist"), reproduction.OBJECTIVES)
+        self.assertEqual(reproduction.entries_for(objectives, "gtsrb"), ("natural",))
+        with self.assertRaisesRegex(ValueError, "Did you mean 'mnist'"):
+            reproduction.parse_objectives("mnsit:madry")
+        with self.assertRaisesRegex(ValueError, "must look like dataset:objective. Received: ':madry'"):
+            reproduction.parse_objectives(":madry")
+        with self.assertRaisesRegex(ValueError, "Did you mean 'madry'"):
+            reproduction.parse_objectives("mnist:mdary")
+        with self.assertRaisesRegex(ValueError, "every entry is restricted to another dataset"):
+            reproduction.reproduce("mnist", "fmnist:madry", "tiny", self.get_temp_dir())
+
     def test_variants_carry_config_overrides(self):
         entry = "sarkar2021@robust.weights.cacr=1+train.epochs=3"
         self.assertEqual(reproduction.parse_objectives(f"ig_sum_norm,{entry}"), ("ig_sum_norm", entry))
@@ -358,6 +377,11 @@ class ToolTest(testing.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("Did you mean 'mnist'", result.stderr)
         self.assertFalse(os.path.exists("/tmp/never.md"))
+        result = run("reproduce.py", "--datasets=mnist", "--objectives=fmnist:madry", "--workdir=/tmp/never",
+                     "--results=/tmp/never.md")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("`--objectives` must name an entry for one of --datasets=mnist", result.stderr)
+        self.assertFalse(os.path.exists("/tmp/never"))
 
     def _check_tiny_run(self, workdir, results, objectives):
         """RESULTS.md has every row; numbers agree with an independent recomputation from the saved model."""
@@ -482,14 +506,15 @@ class ToolTest(testing.TestCase):
 
         # --render_only: the page of the finished cells, the others named as pending; nothing runs
         partial = os.path.join(self.get_temp_dir(), "partial", "RESULTS.md")
-        render = run("reproduce.py", "--datasets=fmnist,mnist", "--objectives=natural,madry", "--scale=tiny",
-                     f"--workdir={workdir}", f"--results={partial}", "--render_only", "--noprogress")
+        # (a dataset prefix restricts an entry: fmnist:madry is neither shown nor pending for MNIST)
+        render = run("reproduce.py", "--datasets=fmnist,mnist", "--objectives=natural,fmnist:madry,mnist:trades",
+                     "--scale=tiny", f"--workdir={workdir}", f"--results={partial}", "--render_only", "--noprogress")
         self.assertEqual(render.returncode, 0, render.stderr[-3000:])
         self.assertEqual(mtimes(workdir), before)
         with open(partial) as f:
             page = f.read()
         self.assertIn("> **Partial page: 2 cells of this run are not finished yet** and not shown: MNIST × Natural, "
-                      "MNIST × Madry et al. (PGD-AT).", page)
+                      "MNIST × TRADES.", page)
         self.assertEqual([r.split(" | ")[0][2:] for r in table_rows(page, "## Fashion-MNIST (synthetic stand-in)")],
                          ["Natural", "Madry et al. (PGD-AT)"])
         empty = run("reproduce.py", "--datasets=mnist", "--scale=tiny", f"--workdir={workdir}",

@@ -201,6 +201,25 @@ class BackgroundTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, "`conv` must have a bias"):
             structure.background_levels(_no_bias_conv())
 
+    def test_checkpoint_levels_per_file_and_weights_restored(self):
+        kernel = np.zeros((3, 3, 1, 2), np.float32)
+        kernel[1, 1, 0, :] = [0.5, 2.0]  # Σ max(w, 0) = 0.5 and 2: level = −b / Σ
+        model = _pool_model(kernel, np.array([-0.1, -0.5], np.float32))
+        conv = model.layers[1].layers[1]
+        paths = []
+        for epoch, bias in ((1, [-0.149, -0.61]), (2, [-0.151, -0.59])):  # levels 0.298/0.305, then 0.302/0.295
+            conv.bias.assign(np.array(bias, np.float32))
+            paths.append(os.path.join(self.get_temp_dir(), f"epoch-{epoch:05d}.weights.h5"))
+            model.save_weights(paths[-1])
+        conv.bias.assign(np.array([-0.1, -0.5], np.float32))
+        levels = structure.checkpoint_levels(model, paths)
+        self.assertEqual(list(levels), ["epoch-00001.weights.h5", "epoch-00002.weights.h5"])
+        self.assertAllClose(levels["epoch-00001.weights.h5"], [0.298, 0.305], rtol=1e-6)
+        self.assertAllClose(levels["epoch-00002.weights.h5"], [0.302, 0.295], rtol=1e-6)
+        self.assertAllClose(conv.bias.numpy(), [-0.1, -0.5])  # the model's own weights are back
+        with self.assertRaisesRegex(FileNotFoundError, "`paths` must name weights files"):
+            structure.checkpoint_levels(model, [os.path.join(self.get_temp_dir(), "missing.weights.h5")])
+
     def test_raised_filters_cannot_fire_on_a_black_patch(self):
         rng = np.random.default_rng(9)
         kernel = rng.normal(0, 0.5, (3, 3, 1, 6)).astype(np.float32)

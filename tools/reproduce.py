@@ -26,7 +26,8 @@ def define_flags():
                         "flower17.")
     flags.DEFINE_string("objectives", "all", "`all` or a comma-separated list of natural, madry, trades, ig_norm, "
                         "ig_sum_norm, art, sarkar2021, igr; an entry may add config overrides for an ablation, "
-                        "e.g. sarkar2021@robust.weights.cacr=1+robust.weights.wacr=1.")
+                        "e.g. sarkar2021@robust.weights.cacr=1+robust.weights.wacr=1, and a dataset prefix that runs "
+                        "it on that dataset only, e.g. fmnist:madry@model.name=cpu_cnn_avgpool.")
     flags.DEFINE_enum("scale", "cpu", ["tiny", "cpu", "medium", "reference"],
                       "tiny: synthetic 8×8 data, minutes (tests the tool); cpu: real data, about an hour on 2 "
                       "cores; medium (MNIST, Fashion-MNIST): 20,000 images to convergence with early stopping, "
@@ -59,7 +60,12 @@ def main(argv):
     try:
         datasets = reproduction.parse_datasets(FLAGS.datasets)
         objectives = reproduction.parse_objectives(FLAGS.objectives)
-        config = reproduction.load_config(datasets[0], objectives[0], FLAGS.scale)
+        grid = [(d, e) for d in datasets for e in reproduction.entries_for(objectives, d)]
+        if not grid:
+            raise ValueError(f"`--objectives` must name an entry for one of --datasets={','.join(datasets)}. "
+                             f"Received: --objectives={FLAGS.objectives} (every entry is restricted to another "
+                             "dataset).")
+        config = reproduction.load_config(*grid[0], FLAGS.scale)
     except (ValueError, FileNotFoundError) as error:  # user mistakes: usage message, exit 1
         raise app.UsageError(str(error)) from None
     for name in ("limit", "study_images", "counterfactual_images"):

@@ -1,7 +1,8 @@
 """Names of the reproduction grid: datasets, objectives (and ablation variants), scales, their configs.
 
 A cell is one dataset × objective entry at one scale; an entry may carry config overrides for an ablation,
-`sarkar2021@robust.weights.cacr=1+train.epochs=4` (keys of configs/common.py joined by "+").
+`sarkar2021@robust.weights.cacr=1+train.epochs=4` (keys of configs/common.py joined by "+"), and a dataset prefix
+that restricts it to one dataset of the grid, `fmnist:madry@model.name=cpu_cnn_avgpool` (`entry_dataset`).
 """
 import os
 
@@ -98,14 +99,49 @@ def split_entry(entry):
 
 def parse_objectives(text):
     """"all" → every objective (in `OBJECTIVES` order); "natural,sarkar2021" → those two; entries may carry
-    overrides ("sarkar2021@robust.weights.cacr=1", see `split_entry`)."""
+    overrides ("sarkar2021@robust.weights.cacr=1", see `split_entry`) and a dataset prefix ("fmnist:sarkar2021",
+    "mnist:all"; see `entry_dataset`), kept in the returned entries with the dataset's canonical name."""
     items = _split(text, "objectives")
     out = []
     for item in items:
+        dataset, item = _qualifier(item)
         for entry in OBJECTIVES if item == "all" else (item,):
             split_entry(entry)
+            entry = f"{dataset}:{entry}" if dataset else entry
             if entry not in out:
                 out.append(entry)
+    return tuple(out)
+
+
+def _qualifier(item):
+    """"fmnist:madry@seed=1" → ("fashion_mnist", "madry@seed=1"); no prefix → (None, item)."""
+    head, sep, _ = item.partition("@")
+    if ":" not in head:
+        return None, item
+    dataset, _, rest = item.partition(":")
+    if not dataset or not rest:
+        raise ValueError(f"A dataset prefix in `objectives` must look like dataset:objective. Received: {item!r}. "
+                         "Example: fmnist:sarkar2021@seed=1.")
+    dataset, = parse_datasets(dataset)
+    return dataset, rest
+
+
+def entry_dataset(entry):
+    """(dataset or None, entry without it): "fashion_mnist:madry@seed=1" → ("fashion_mnist", "madry@seed=1").
+
+    An entry with a dataset prefix runs on that dataset only; `reproduce` skips it for the others, so one command
+    can describe a grid whose datasets carry different extra rows.
+    """
+    return _qualifier(str(entry))
+
+
+def entries_for(objectives, dataset):
+    """The entries of `objectives` (`parse_objectives`) that run on `dataset`, without their prefix, in order."""
+    out = []
+    for entry in objectives:
+        only, plain = entry_dataset(entry)
+        if only in (None, dataset) and plain not in out:
+            out.append(plain)
     return tuple(out)
 
 

@@ -137,6 +137,28 @@ def background_levels(conv):
     return np.where(bias >= 0, 0.0, level)
 
 
+def checkpoint_levels(model, paths):
+    """{file name: `background_levels` of the first Conv2D} for each weights file in `paths` (e.g. a training's
+    `checkpoints/epoch-*.weights.h5`), loaded into `model`; the model's own weights are restored afterwards.
+
+    Shows whether the levels sit on ε and cross it between epochs (docs/method.md §15, black patches).
+    """
+    conv = next(_conv_layers(model), None)
+    if conv is None:
+        raise ValueError("`model` must contain a Conv2D. Received: a model without one.")
+    own, out = [w.numpy() for w in model.weights], {}
+    try:
+        for path in paths:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"`paths` must name weights files. Received: {path!r}, which does not exist.")
+            model.load_weights(path)
+            out[os.path.basename(path)] = background_levels(conv)
+    finally:
+        for variable, value in zip(model.weights, own):
+            variable.assign(value)
+    return out
+
+
 def black_mass(clean_images, adv_maps):
     """Per image, the attacked map's share of |mass| on the pixels that are 0 in every channel of the clean image
     (NaN for an all-zero map), float64 (N,)."""
