@@ -190,3 +190,9 @@ class SeedReplicateTest(testing.TestCase):
                       f"{pages._points(paired['sarkar2021@seed=1']['topk'])} (seed=1, no). Better by ≥ 3 top-k "
                       "points at NA within 2 points in 1 of 2 seeds.", lines[-1])
         self.assertEqual(pages.seed_lines({"sarkar2021": paired["sarkar2021"]}), [])
+        note = pages.closing_note(cells[:4], {"mnist": paired}, ("mnist",))
+        self.assertEqual(note[1], "## Closing note")
+        self.assertIn("- MNIST, Sarkar et al. 2021 [seed=1]: **no**: Δ top-k "
+                      + pages._points(paired["sarkar2021@seed=1"]["topk"]), "\n".join(note))
+        self.assertEqual(note[-1], "- MNIST: " + lines[-1][2:])  # the per-seed verdicts, in the closing note too
+        self.assertEqual(pages.closing_note(cells[:1], {"mnist": {}}, ("mnist",)), [])

@@ -185,25 +185,7 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
                                   structures=structures, counterfactuals=counterfactuals)
     if paired_chart:
         lines += ["", f"![Paired differences to {title(BASELINE)} with 95 % intervals]({paired_chart})"]
-    verdicts = [(d, e, verdict(s)) for d in paired for e, s in paired[d].items() if is_sarkar(split_entry(e)[0])]
-    if verdicts:
-        lines += ["", "## Closing note", "",
-                  f"Does a Sarkar et al. 2021 row beat {title(BASELINE)} by ≥ 3 top-k points at NA within 2 points? "
-                  "From the paired 95 % intervals above:", ""]
-        for dataset, entry, (answer, reason) in verdicts:
-            stats = paired[dataset][entry]
-            lines.append(f"- {TITLES[dataset]}, {title(entry)}: **{answer}**: Δ top-k {_points(stats['topk'])}, "
-                         f"Δ NA {_points(stats['natural_accuracy'])} ({reason}).")
-        closed = []
-        for dataset in datasets:
-            group = [c for c in cells if c["dataset"] == dataset]
-            closed += [f"- {TITLES[dataset]}: " + line[2:] for line in counterfactual_lines(
-                group, [(counterfactuals or {}).get(_key(c)) for c in group])]
-        if closed:
-            lines += ["", "The same question once the first-layer filters just below ε, which fire on an ε-raised "
-                      "black patch, are moved above ε in both models (the black-patch counterfactual of each dataset "
-                      "section):", ""]
-            lines += closed
+    lines += closing_note(cells, paired, datasets, counterfactuals)
     lines += ["", "## Evaluation choices that differ from the reference code", "",
               "The reference evaluation (`ig_attack.py` of RAR and Sarkar et al.) scores an image whose attack "
               "finds no label-preserving iterate as (IN, τ, ρ) = (1, 1, 1), a perfect score; we leave such images "
@@ -252,6 +234,37 @@ def format_results(cells, *, scale, command=None, chart=None, wall_seconds=None,
     lines += ["", f"Total recorded at scale `{scale}`: {_seconds(total)}."
               + (f" This invocation: {_seconds(wall_seconds)}." if wall_seconds is not None else ""), ""]
     return "\n".join(lines)
+
+
+def closing_note(cells, paired, datasets, counterfactuals=None):
+    """The page's "Closing note" lines: per dataset and Sarkar row the verdict of the paired intervals
+    (`claims.verdict`), the same per training seed when the page has seed replicates (`seed_lines`), and with the
+    black patches closed (`counterfactual_lines`); [] without a Sarkar row compared with IG-SUM-NORM."""
+    verdicts = [(d, e, verdict(s)) for d in paired for e, s in paired[d].items() if is_sarkar(split_entry(e)[0])]
+    if not verdicts:
+        return []
+    lines = ["", "## Closing note", "",
+             f"Does a Sarkar et al. 2021 row beat {title(BASELINE)} by ≥ 3 top-k points at NA within 2 points? "
+             "From the paired 95 % intervals above:", ""]
+    for dataset, entry, (answer, reason) in verdicts:
+        stats = paired[dataset][entry]
+        lines.append(f"- {TITLES[dataset]}, {title(entry)}: **{answer}**: Δ top-k {_points(stats['topk'])}, "
+                     f"Δ NA {_points(stats['natural_accuracy'])} ({reason}).")
+    seeds = [f"- {TITLES[d]}: " + line[2:] for d in paired for line in seed_lines(paired[d])[2:]]
+    if seeds:
+        lines += ["", "Across training seeds (each row paired with the IG-SUM-NORM run of its seed; the intervals "
+                  "cover the test images, not the seed):", ""] + seeds
+    closed = []
+    for dataset in datasets:
+        group = [c for c in cells if c["dataset"] == dataset]
+        closed += [f"- {TITLES[dataset]}: " + line[2:] for line in counterfactual_lines(
+            group, [(counterfactuals or {}).get(_key(c)) for c in group])]
+    if closed:
+        lines += ["", "The same question once the first-layer filters just below ε, which fire on an ε-raised "
+                  "black patch, are moved above ε in both models (the black-patch counterfactual of each dataset "
+                  "section):", ""]
+        lines += closed
+    return lines
 
 
 def write_results(cells, path, *, scale, command=None, wall_seconds=None, extra_scales=None, pareto_dirs=None,
