@@ -196,3 +196,13 @@ class SeedReplicateTest(testing.TestCase):
                       + pages._points(paired["sarkar2021@seed=1"]["topk"]), "\n".join(note))
         self.assertEqual(note[-1], "- MNIST: " + lines[-1][2:])  # the per-seed verdicts, in the closing note too
         self.assertEqual(pages.closing_note(cells[:1], {"mnist": {}}, ("mnist",)), [])
+        # per-model lines: a seed replicate is set against the earlier methods of its own seed
+        unpaired = pages.unpaired_claim(cells[:4])
+        self.assertIn("- top-k intersection: Sarkar et al. 2021 [seed=1] ", unpaired[2])
+        self.assertIn("vs IG-SUM-NORM (RAR) [seed=1] (best earlier) "
+                      f"{100 * np.mean(base1):.1f}%: {100 * (np.mean(sarkar1) - np.mean(base1)):+.1f} points",
+                      unpaired[2])
+        self.assertNotIn("Madry", "\n".join(unpaired))  # madry@seed=2 matches neither seed
+        self.assertEqual(pages.unpaired_claim([cells[1], cells[3]])[1],
+                         "- Sarkar et al. 2021 [seed=1]: no earlier attributional-robustness method trained with "
+                         "seed=1 is on this page for this dataset (not run, or not finished yet).")

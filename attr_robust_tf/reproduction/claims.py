@@ -11,17 +11,22 @@ CLAIM_GAIN, CLAIM_NA = 0.03, 0.02  # the question: ≥ 3 top-k points better at 
 
 def unpaired_claim(cells):
     """Sentences comparing Sarkar et al. 2021 (and its variants) with the best earlier method and IG-SUM-NORM (the
-    earlier methods' variants do not compete for "best earlier")."""
+    earlier methods' variants do not compete for "best earlier"; a seed replicate is compared with the earlier
+    methods trained with its seed)."""
     ours = [c for c in cells if is_sarkar(c["objective"])]
     if not ours:
         return ["No Sarkar et al. 2021 row is on this page for this dataset (not run, or not finished yet)."]
-    # the earlier methods as configured; a variant (other weights, another network) is a different comparison
-    earlier = [c for c in cells if c["objective"] in EARLIER and c["entry"] == c["objective"]]
-    if not earlier:
-        return ["No earlier attributional-robustness method is on this page for this dataset (not run, or not "
-                "finished yet)."]
     lines = []
     for cell in ours:
+        seed = seed_override(cell["entry"])
+        suffix = f"@{seed}" if seed else ""
+        # the earlier methods as configured (and with this row's seed); another variant is a different comparison
+        earlier = [c for c in cells if c["objective"] in EARLIER and c["entry"] == c["objective"] + suffix]
+        if not earlier:
+            lines.append(f"- {title(cell['entry'])}: no earlier attributional-robustness method"
+                         f"{' trained with ' + seed if seed else ''} is on this page for this dataset (not run, or "
+                         "not finished yet).")
+            continue
         for metric, name, percent in (("topk", "top-k intersection", True), ("kendall", "Kendall's τ", False)):
             mine = _headline(cell)[metric]
             rivals = {c["entry"]: _headline(c)[metric] for c in earlier if _headline(c)[metric]["mean"] is not None}
@@ -29,7 +34,8 @@ def unpaired_claim(cells):
                 lines.append(f"- {name}: undefined for at least one model.")
                 continue
             best = max(rivals, key=lambda e: rivals[e]["mean"])
-            compared = [best] + ([BASELINE] if best != BASELINE and BASELINE in rivals else [])
+            baseline = BASELINE + suffix
+            compared = [best] + ([baseline] if best != baseline and baseline in rivals else [])
             parts = []
             for entry in compared:
                 other = rivals[entry]
