@@ -99,8 +99,9 @@ class NamesTest(testing.TestCase):
             reproduction.parse_objectives(":madry")
         with self.assertRaisesRegex(ValueError, "Did you mean 'madry'"):
             reproduction.parse_objectives("mnist:mdary")
-        with self.assertRaisesRegex(ValueError, "every entry is restricted to another dataset"):
-            reproduction.reproduce("mnist", "fmnist:madry", "tiny", self.get_temp_dir())
+        with self.assertRaisesRegex(ValueError, "must name one of the datasets mnist. Received: fashion_mnist:madry."):
+            reproduction.reproduce("mnist", "natural,fmnist:madry", "tiny", self.get_temp_dir())
+        reproduction.check_prefixes(objectives, ("mnist", "fashion_mnist"))
 
     def test_variants_carry_config_overrides(self):
         entry = "sarkar2021@robust.weights.cacr=1+train.epochs=3"
@@ -377,10 +378,10 @@ class ToolTest(testing.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("Did you mean 'mnist'", result.stderr)
         self.assertFalse(os.path.exists("/tmp/never.md"))
-        result = run("reproduce.py", "--datasets=mnist", "--objectives=fmnist:madry", "--workdir=/tmp/never",
+        result = run("reproduce.py", "--datasets=mnist", "--objectives=natural,fmnist:madry", "--workdir=/tmp/never",
                      "--results=/tmp/never.md")
         self.assertEqual(result.returncode, 1)
-        self.assertIn("`--objectives` must name an entry for one of --datasets=mnist", result.stderr)
+        self.assertIn("A dataset prefix in `objectives` must name one of the datasets mnist", result.stderr)
         self.assertFalse(os.path.exists("/tmp/never"))
 
     def _check_tiny_run(self, workdir, results, objectives):

@@ -60,11 +60,8 @@ def main(argv):
     try:
         datasets = reproduction.parse_datasets(FLAGS.datasets)
         objectives = reproduction.parse_objectives(FLAGS.objectives)
+        reproduction.check_prefixes(objectives, datasets)
         grid = [(d, e) for d in datasets for e in reproduction.entries_for(objectives, d)]
-        if not grid:
-            raise ValueError(f"`--objectives` must name an entry for one of --datasets={','.join(datasets)}. "
-                             f"Received: --objectives={FLAGS.objectives} (every entry is restricted to another "
-                             "dataset).")
         config = reproduction.load_config(*grid[0], FLAGS.scale)
     except (ValueError, FileNotFoundError) as error:  # user mistakes: usage message, exit 1
         raise app.UsageError(str(error)) from None

@@ -32,8 +32,8 @@ from attr_robust_tf.reproduction.figures import (CHART_METRICS, PALETTE, bar_cha
 from attr_robust_tf.reproduction.names import (ALIASES, BASE_OBJECTIVES, BASELINE, CONFIG_ARGS,  # noqa: F401
                                                CONFIG_DIR, DATASETS, EARLIER, OBJECTIVE_TITLES, OBJECTIVES,
                                                RAR_TABLE1, SCALES, STUDY_IMAGES, STUDY_OBJECTIVES, TITLES,
-                                               cell_dir, entries_for, entry_dataset, is_sarkar, load_config,
-                                               parse_datasets, parse_objectives, split_entry, title)
+                                               cell_dir, check_prefixes, entries_for, entry_dataset, is_sarkar,
+                                               load_config, parse_datasets, parse_objectives, split_entry, title)
 from attr_robust_tf.reproduction.claims import paired_claim, verdict  # noqa: F401
 from attr_robust_tf.reproduction.pages import EXPECTED_RUNTIME, format_results, write_demo_report, write_results  # noqa
 from attr_robust_tf.reproduction.structure import (background_levels, black_mass, checkpoint_levels,  # noqa: F401
@@ -44,7 +44,7 @@ from attr_robust_tf.reproduction.counterfactual import black_patch, raise_backgr
 from attr_robust_tf.reproduction.tables import TARGETS, results_table  # noqa: F401
 
 __all__ = ["DATASETS", "OBJECTIVES", "SCALES", "RAR_TABLE1", "parse_datasets", "parse_objectives", "split_entry",
-           "entries_for", "entry_dataset",
+           "entries_for", "entry_dataset", "check_prefixes",
            "title", "load_config", "cell_dir", "run_cell", "reproduce", "results_table", "format_results", "bar_chart",
            "write_results", "write_demo_report", "finished_cells", "paired_difference", "paired_comparisons",
            "results_figure", "paired_figure", "pareto_figure", "fronts_figure", "map_structure",

@@ -24,8 +24,8 @@ import numpy as np
 
 from attr_robust_tf import config_utils, data, evaluation, evaluation_report, experiment
 from attr_robust_tf.reproduction import counterfactual
-from attr_robust_tf.reproduction.names import (STUDY_IMAGES, STUDY_OBJECTIVES, _check_scale, cell_dir, entries_for,
-                                               load_config, parse_datasets, parse_objectives, split_entry)
+from attr_robust_tf.reproduction.names import (STUDY_IMAGES, STUDY_OBJECTIVES, _check_scale, cell_dir, check_prefixes,
+                                               entries_for, load_config, parse_datasets, parse_objectives, split_entry)
 from attr_robust_tf.reproduction.records import (_fresh, _json_safe, _read_json, _same_config, _with_records,
                                                  _write_json, cell_protocol, file_sha256, finished_cell,
                                                  finished_cells, per_image)
@@ -186,12 +186,9 @@ def reproduce(datasets, objectives, scale, workdir, *, results=None, limit=None,
     log = log or (lambda message: None)
     start = time.perf_counter()
     cells, pending = [], []
+    check_prefixes(objectives, datasets)
     grid = {dataset: entries_for(objectives, dataset) for dataset in datasets}
     total = sum(len(entries) for entries in grid.values())
-    if not total:
-        raise ValueError(f"`objectives` must name an entry for one of the datasets {', '.join(datasets)}. "
-                         f"Received: objectives={', '.join(objectives)} (every entry is restricted to another "
-                         "dataset).")
     for dataset, entries in grid.items():
         for entry in entries:
             study = study_images if split_entry(entry)[0] in study_objectives else None

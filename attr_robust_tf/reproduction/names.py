@@ -115,8 +115,7 @@ def parse_objectives(text):
 
 def _qualifier(item):
     """"fmnist:madry@seed=1" → ("fashion_mnist", "madry@seed=1"); no prefix → (None, item)."""
-    head, sep, _ = item.partition("@")
-    if ":" not in head:
+    if ":" not in item.partition("@")[0]:
         return None, item
     dataset, _, rest = item.partition(":")
     if not dataset or not rest:
@@ -133,6 +132,15 @@ def entry_dataset(entry):
     can describe a grid whose datasets carry different extra rows.
     """
     return _qualifier(str(entry))
+
+
+def check_prefixes(objectives, datasets):
+    """Raises unless every dataset prefix of `objectives` names one of `datasets` (both parsed): an entry for a
+    dataset the grid does not run would otherwise be skipped without a word."""
+    stray = [e for e in objectives if entry_dataset(e)[0] not in (None, *datasets)]
+    if stray:
+        raise ValueError(f"A dataset prefix in `objectives` must name one of the datasets {', '.join(datasets)}. "
+                         f"Received: {', '.join(stray)}. Add the dataset to `datasets` or drop the entry.")
 
 
 def entries_for(objectives, dataset):
