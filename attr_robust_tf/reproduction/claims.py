@@ -19,9 +19,9 @@ def unpaired_claim(cells):
     lines = []
     for cell in ours:
         seed = seed_override(cell["entry"])
-        suffix = f"@{seed}" if seed else ""
         # the earlier methods as configured (and with this row's seed); another variant is a different comparison
-        earlier = [c for c in cells if c["objective"] in EARLIER and c["entry"] == c["objective"] + suffix]
+        earlier = [c for c in cells
+                   if c["objective"] in EARLIER and c["entry"] == paired_baseline(cell["entry"], c["objective"])]
         if not earlier:
             lines.append(f"- {title(cell['entry'])}: no earlier attributional-robustness method"
                          f"{' trained with ' + seed if seed else ''} is on this page for this dataset (not run, or "
@@ -34,7 +34,7 @@ def unpaired_claim(cells):
                 lines.append(f"- {name}: undefined for at least one model.")
                 continue
             best = max(rivals, key=lambda e: rivals[e]["mean"])
-            baseline = BASELINE + suffix
+            baseline = paired_baseline(cell["entry"])
             compared = [best] + ([baseline] if best != baseline and baseline in rivals else [])
             parts = []
             for entry in compared:

@@ -37,9 +37,7 @@ def raise_background_levels(model, epsilon, margin=MARGIN, band=BAND):
     through a filter that sits just below ε. Filters firing far below ε (a natural model's) are not edits of a
     hair's width and stay as they are.
     """
-    conv = next(structure._conv_layers(model), None)
-    if conv is None:
-        raise ValueError("`model` must contain a Conv2D. Received: a model without one.")
+    conv = structure.first_conv(model)
     epsilon = _checks.check_nonnegative(epsilon, "epsilon", strict=True)
     margin = _checks.check_nonnegative(margin, "margin")
     band = _checks.check_nonnegative(band, "band")

@@ -104,7 +104,7 @@ def parse_objectives(text):
     items = _split(text, "objectives")
     out = []
     for item in items:
-        dataset, item = _qualifier(item)
+        dataset, item = entry_dataset(item)
         for entry in OBJECTIVES if item == "all" else (item,):
             split_entry(entry)
             entry = f"{dataset}:{entry}" if dataset else entry
@@ -113,25 +113,21 @@ def parse_objectives(text):
     return tuple(out)
 
 
-def _qualifier(item):
-    """"fmnist:madry@seed=1" → ("fashion_mnist", "madry@seed=1"); no prefix → (None, item)."""
-    if ":" not in item.partition("@")[0]:
-        return None, item
-    dataset, _, rest = item.partition(":")
-    if not dataset or not rest:
-        raise ValueError(f"A dataset prefix in `objectives` must look like dataset:objective. Received: {item!r}. "
-                         "Example: fmnist:sarkar2021@seed=1.")
-    dataset, = parse_datasets(dataset)
-    return dataset, rest
-
-
 def entry_dataset(entry):
-    """(dataset or None, entry without it): "fashion_mnist:madry@seed=1" → ("fashion_mnist", "madry@seed=1").
+    """(dataset or None, entry without it): "fmnist:madry@seed=1" → ("fashion_mnist", "madry@seed=1").
 
     An entry with a dataset prefix runs on that dataset only; `reproduce` skips it for the others, so one command
     can describe a grid whose datasets carry different extra rows.
     """
-    return _qualifier(str(entry))
+    entry = str(entry)
+    if ":" not in entry.partition("@")[0]:
+        return None, entry
+    dataset, _, rest = entry.partition(":")
+    if not dataset or not rest:
+        raise ValueError(f"A dataset prefix in `objectives` must look like dataset:objective. Received: {entry!r}. "
+                         "Example: fmnist:sarkar2021@seed=1.")
+    dataset, = parse_datasets(dataset)
+    return dataset, rest
 
 
 def check_prefixes(objectives, datasets):

@@ -250,7 +250,7 @@ def closing_note(cells, paired, datasets, counterfactuals=None):
         stats = paired[dataset][entry]
         lines.append(f"- {TITLES[dataset]}, {title(entry)}: **{answer}**: Δ top-k {_points(stats['topk'])}, "
                      f"Δ NA {_points(stats['natural_accuracy'])} ({reason}).")
-    seeds = [f"- {TITLES[d]}: " + line[2:] for d in paired for line in seed_lines(paired[d])[2:]]
+    seeds = [f"- {TITLES[d]}: " + line[2:] for d in paired for line in seed_lines(paired[d]) if line.startswith("- ")]
     if seeds:
         lines += ["", "Across training seeds (each row paired with the IG-SUM-NORM run of its seed; the intervals "
                   "cover the test images, not the seed):", ""] + seeds

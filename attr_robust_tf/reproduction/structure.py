@@ -82,6 +82,14 @@ def _conv_layers(layer):
         yield from _conv_layers(sub)
 
 
+def first_conv(model):
+    """The model's first Conv2D (searched through nested models); ValueError without one."""
+    conv = next(_conv_layers(model), None)
+    if conv is None:
+        raise ValueError("`model` must contain a Conv2D. Received: a model without one.")
+    return conv
+
+
 def _peak_taps(conv):
     """(peak tap per filter, its share of Σ_t a_t, a_t = Σ_c |w[t, c]|) of a Conv2D, float64 arrays (c_out,)."""
     taps = np.abs(np.asarray(conv.kernel.numpy(), np.float64)).sum(axis=2)  # (kh, kw, c_out)
@@ -143,9 +151,7 @@ def checkpoint_levels(model, paths):
 
     Shows whether the levels sit on ε and cross it between epochs (docs/method.md §15, black patches).
     """
-    conv = next(_conv_layers(model), None)
-    if conv is None:
-        raise ValueError("`model` must contain a Conv2D. Received: a model without one.")
+    conv = first_conv(model)
     own, out = [w.numpy() for w in model.weights], {}
     try:
         for path in paths:
