@@ -219,6 +219,11 @@ class BackgroundTest(tf.test.TestCase):
         self.assertAllClose(conv.bias.numpy(), [-0.1, -0.5])  # the model's own weights are back
         with self.assertRaisesRegex(FileNotFoundError, "`paths` must name weights files"):
             structure.checkpoint_levels(model, [os.path.join(self.get_temp_dir(), "missing.weights.h5")])
+        os.makedirs(os.path.join(self.get_temp_dir(), "other"), exist_ok=True)
+        twin = os.path.join(self.get_temp_dir(), "other", "epoch-00001.weights.h5")
+        model.save_weights(twin)
+        with self.assertRaisesRegex(ValueError, "`paths` must have distinct file names"):
+            structure.checkpoint_levels(model, [paths[0], twin])
 
     def test_raised_filters_cannot_fire_on_a_black_patch(self):
         rng = np.random.default_rng(9)

@@ -152,6 +152,10 @@ def checkpoint_levels(model, paths):
     Shows whether the levels sit on ε and cross it between epochs (docs/method.md §15, black patches).
     """
     conv = first_conv(model)
+    paths = list(paths)
+    names = [os.path.basename(p) for p in paths]
+    if len(set(names)) < len(names):
+        raise ValueError(f"`paths` must have distinct file names (the keys of the result). Received: {paths}.")
     own, out = [w.numpy() for w in model.weights], {}
     try:
         for path in paths:
